@@ -1,0 +1,16 @@
+"""espnet-ssm: state space model encoders for ESPnet speech recognition.
+
+Importing this package registers our encoders (``mh_ssm``, ``stateformer``, ``speech_mamba``,
+``ssm_conformer``) in ESPnet's encoder registries, so that ``encoder: <name>`` in a training YAML,
+``Speech2Text`` and ``build_model_from_file`` find them::
+
+    import espnet_ssm  # noqa: F401  (registers the encoders)
+    from espnet2.bin.asr_inference import Speech2Text
+"""
+from espnet_ssm.registry import our_encoders, register_encoders
+
+__version__ = "0.1.0"
+
+register_encoders(our_encoders())
+
+__all__ = ["__version__", "register_encoders", "our_encoders"]

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Decode with an ASR model: ``espnet2.bin.asr_inference`` with strict model loading.
+
+Same options as ESPnet's. Models are built by :class:`espnet_ssm.tasks.SSMASRTask`, which knows
+our encoders and refuses checkpoints whose parameters do not match the config.
+"""
+from typing import Optional, Sequence
+
+import espnet2.bin.asr_inference as espnet_asr_inference
+
+from espnet_ssm.loading import strict_asr_loading
+
+
+def get_parser():
+    """ESPnet's ASR inference parser."""
+    return espnet_asr_inference.get_parser()
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Run ESPnet's ASR inference with strict loading of the model file."""
+    with strict_asr_loading():
+        espnet_asr_inference.main(cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Make sure the host tools the recipe and its tests need are present.
+# Installs them with apt-get when missing and running as root; otherwise prints the exact command.
+set -euo pipefail
+tools=(espeak-ng sox flac)
+missing=()
+for t in "${tools[@]}"; do
+  command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get update && apt-get install -y ${missing[*]}"
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing missing system tools: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "Missing system tools: ${missing[*]}." >&2
+echo "Install them with:  sudo sh -c '$cmd'" >&2
+echo "(on macOS: brew install ${missing[*]})" >&2
+exit 1
