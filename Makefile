@@ -19,7 +19,7 @@ $(STAMP): constraints.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt \
 		torch==2.11.0 torchaudio==2.11.0 espnet==202511 \
-		sentencepiece jiwer pyyaml soundfile tensorboard pytest
+		sentencepiece jiwer pyyaml soundfile tensorboard matplotlib pytest
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 

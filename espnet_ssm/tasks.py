@@ -75,8 +75,6 @@ class SSMASRTask(ASRTask):
     def build_optimizers(
         cls, args: argparse.Namespace, model: torch.nn.Module
     ) -> List[torch.optim.Optimizer]:
-        from espnet_ssm.ops import ssm_param_groups
-
         if not any(hasattr(p, "_optim") for p in model.parameters()):
             return super().build_optimizers(args, model)  # ESPnet's own behaviour, options and all
         if args.sharded_ddp or args.exclude_weight_decay:
@@ -86,6 +84,8 @@ class SSMASRTask(ASRTask):
                 "from weight decay."
             )
         from espnet2.tasks.abs_task import optim_classes
+
+        from espnet_ssm.ops import ssm_param_groups
 
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
