@@ -75,7 +75,9 @@ class SSMASRTask(ASRTask):
     def build_optimizers(
         cls, args: argparse.Namespace, model: torch.nn.Module
     ) -> List[torch.optim.Optimizer]:
-        if not any(hasattr(p, "_optim") for p in model.parameters()):
+        from espnet_ssm.ops.param_groups import HINT_ATTR, ssm_param_groups
+
+        if not any(hasattr(p, HINT_ATTR) for p in model.parameters()):
             return super().build_optimizers(args, model)  # ESPnet's own behaviour, options and all
         if args.sharded_ddp or args.exclude_weight_decay:
             raise ValueError(
@@ -84,8 +86,6 @@ class SSMASRTask(ASRTask):
                 "from weight decay."
             )
         from espnet2.tasks.abs_task import optim_classes
-
-        from espnet_ssm.ops import ssm_param_groups
 
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
