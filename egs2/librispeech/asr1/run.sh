@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# LibriSpeech 960 h with an espnet-ssm encoder: ESPnet's usual entry point.
+#   ./run.sh                         all stages (1 download/prep ... 14 pack)
+#   ./run.sh --stage 11 --ngpu 4     resume training; any asr.sh option can be given (see --help)
+set -e
+set -u
+set -o pipefail
+
+train_set="train_960"
+valid_set="dev"
+test_sets="test_clean test_other dev_clean dev_other"
+
+asr_config=conf/tuning/train_asr_ssm_conformer.yaml
+inference_config=conf/decode_asr.yaml
+
+./asr.sh \
+    --lang en \
+    --ngpu 4 \
+    --nj 16 \
+    --inference_nj 16 \
+    --nbpe 5000 \
+    --max_wav_duration 30 \
+    --speed_perturb_factors "0.9 1.0 1.1" \
+    --asr_config "${asr_config}" \
+    --inference_config "${inference_config}" \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" "$@"

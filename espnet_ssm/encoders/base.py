@@ -1,0 +1,232 @@
+"""What every encoder of this package shares: ESPnet's encoder contract around a stack of blocks.
+
+``SSMEncoderBase.forward(xs_pad, ilens, prev_states=None, ctc=None)``:
+
+1. checks the batch: shapes, lengths within the padded axis, no utterance too short for the
+   subsampling (``TooShortUttError``, which ESPnet's inference catches), finite features;
+2. runs the input layer (ESPnet subsampling + positional encoding) and computes each row's
+   output length from the subsampling formula, so a padded batch and a batch of one agree;
+3. runs the blocks, each ``block(x, ctx)`` with ``ctx`` an :class:`EncoderContext` (frame mask,
+   lengths, attention mask, relative position table);
+4. InterCTC: after the 1-based blocks in ``interctc_layer_idx`` the normalised hidden state is
+   kept, and with ``interctc_use_conditioning`` the CTC posteriors are fed back through
+   ``conditioning_layer`` (a ``Linear(vocab, d)`` that ESPnet's model attaches);
+5. returns ``(out, olens, None)``, or ``((out, [(idx, hidden), ...]), olens, None)``.
+
+Outputs (final and intermediate) are zero at padded frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
+
+from espnet_ssm.encoders.config import (
+    EncoderConfigError,
+    check_choice,
+    check_interctc_layers,
+    check_positive,
+    check_rate,
+)
+from espnet_ssm.layers.attention import POS_ENC_TYPES, attention_mask, build_pos_enc
+from espnet_ssm.layers.frontend import INPUT_LAYERS, InputLayer
+from espnet_ssm.ops.padding import lengths_to_mask
+
+EncoderOutput = Tuple[
+    Union[torch.Tensor, Tuple[torch.Tensor, List[Tuple[int, torch.Tensor]]]],
+    torch.Tensor,
+    None,
+]
+
+
+@dataclass
+class EncoderContext:
+    """Per-batch tensors every block may need.
+
+    Attributes:
+        mask: (B, T) bool, True at real frames.
+        lengths: (B,) number of real frames per utterance.
+        att_mask: attention mask, (B, 1, T) or (B, T, T), True = may attend; None without attention.
+        pos_emb: relative position table of ``rel_pos`` encodings, else None.
+    """
+
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    att_mask: Optional[torch.Tensor] = None
+    pos_emb: Optional[torch.Tensor] = None
+
+
+class SSMEncoderBase(AbsEncoder):
+    """Front-end, InterCTC and input checks shared by the encoder families.
+
+    Subclasses build ``self.encoders`` (an iterable of blocks ``block(x, ctx) -> x``) after
+    calling this constructor, and set ``uses_attention`` when a block attends.
+
+    Args:
+        input_size: feature dimension.
+        output_size: model dimension d.
+        num_blocks: number of blocks (for validating ``interctc_layer_idx``).
+        input_layer: ESPnet subsampling: conv2d, conv2d1, conv2d2, conv2d6, conv2d8, linear, None.
+        pos_enc_layer_type: none, abs_pos, scaled_abs_pos or rel_pos.
+        dropout_rate: dropout of the input layer.
+        positional_dropout_rate: dropout inside the positional encoding.
+        max_pos_emb_len: initial positional table length (grown on demand).
+        interctc_layer_idx: 1-based blocks whose outputs feed intermediate CTC losses.
+        interctc_use_conditioning: self-conditioned CTC (needs the model's CTC module).
+        causal: nothing looks ahead (attention masks; the subsampling's own look-ahead remains).
+        attention_left_context: frames of past each query may attend (-1: unlimited).
+    """
+
+    uses_attention: bool = False
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        num_blocks: int,
+        input_layer: Optional[str],
+        pos_enc_layer_type: str,
+        dropout_rate: float,
+        positional_dropout_rate: float,
+        max_pos_emb_len: int,
+        interctc_layer_idx: List[int],
+        interctc_use_conditioning: bool,
+        causal: bool,
+        attention_left_context: int,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, "output_size", output_size)
+        check_positive(owner, "num_blocks", num_blocks)
+        check_choice(owner, "input_layer", input_layer, INPUT_LAYERS)
+        check_choice(owner, "pos_enc_layer_type", pos_enc_layer_type, POS_ENC_TYPES)
+        check_rate(owner, "dropout_rate", dropout_rate)
+        check_rate(owner, "positional_dropout_rate", positional_dropout_rate)
+        check_interctc_layers(owner, list(interctc_layer_idx), num_blocks)
+        if attention_left_context < -1:
+            raise EncoderConfigError(
+                f"{owner}: attention_left_context={attention_left_context} must be -1 "
+                "(unlimited) or >= 0"
+            )
+        self._output_size = output_size
+        self.input_size = input_size
+        pos_enc = build_pos_enc(
+            pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len
+        )
+        try:
+            self.embed = InputLayer(input_layer, input_size, output_size, dropout_rate, pos_enc)
+        except ValueError as e:
+            raise EncoderConfigError(f"{owner}: {e}") from None
+        self.after_norm = LayerNorm(output_size)
+        self.interctc_layer_idx = list(interctc_layer_idx)
+        self.interctc_use_conditioning = interctc_use_conditioning
+        self.conditioning_layer: Optional[torch.nn.Module] = None  # set by ESPnetASRModel
+        self.causal = causal
+        self.attention_left_context = attention_left_context
+
+    def output_size(self) -> int:
+        """Model dimension d of the encoder output."""
+        return self._output_size
+
+    def check_inputs(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validate a padded batch; return it trimmed to its longest row, lengths, frame mask.
+
+        Padded frames are zeroed so that whatever they held cannot reach real frames.
+        """
+        if xs_pad.dim() != 3 or xs_pad.size(-1) != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}: expected features (batch, frames, {self.input_size}), "
+                f"got shape {tuple(xs_pad.shape)}"
+            )
+        ilens = ilens.to(device=xs_pad.device, dtype=torch.long)
+        if ilens.shape != (xs_pad.size(0),):
+            raise ValueError(
+                f"ilens must have shape ({xs_pad.size(0)},), got {tuple(ilens.shape)}"
+            )
+        too_long = (ilens > xs_pad.size(1)).nonzero().flatten().tolist()
+        if too_long:
+            raise ValueError(
+                f"utterance(s) {too_long} of the batch have lengths "
+                f"{ilens[too_long].tolist()} beyond the padded length {xs_pad.size(1)}"
+            )
+        limit = self.embed.subsampling.min_frames
+        short = (ilens < limit).nonzero().flatten().tolist()
+        if short:
+            n = int(ilens[short[0]])
+            raise TooShortUttError(
+                f"utterance {short[0]} of the batch has {n} frames and is too short for "
+                f"subsampling {self.embed.input_layer} (it needs at least {limit} frames), "
+                "return empty results",
+                n,
+                limit,
+            )
+        xs = xs_pad[:, : int(ilens.max())]
+        valid = lengths_to_mask(ilens, xs.size(1))
+        xs = xs.masked_fill(~valid[..., None], 0.0)
+        bad = ((~torch.isfinite(xs)).any(-1) & valid).any(-1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"non-finite (NaN or Inf) input features in utterance(s) {bad} of the batch"
+            )
+        return xs, ilens, valid
+
+    def _finish(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.after_norm(x).masked_fill(~mask[..., None], 0.0)
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: Optional[torch.Tensor] = None,
+        ctc: Optional[torch.nn.Module] = None,
+    ) -> EncoderOutput:
+        """Encode a padded batch.
+
+        Args:
+            xs_pad: (B, T, input_size) features.
+            ilens: (B,) frames per utterance.
+            prev_states: unused (kept third for ESPnet's positional calls).
+            ctc: ESPnet's CTC module, needed with ``interctc_use_conditioning``.
+
+        Returns:
+            ``(out, olens, None)`` with out (B, T', d), or ``((out, intermediates), olens, None)``
+            when ``interctc_layer_idx`` is set.
+        """
+        xs, ilens, _ = self.check_inputs(xs_pad, ilens)
+        x, pos_emb = self.embed(xs)
+        olens = self.embed.subsampling.output_lengths(ilens)
+        if x.size(1) != int(olens.max()):  # the formula and ESPnet's module must agree
+            raise RuntimeError(
+                f"input layer gave {x.size(1)} frames, length formula {int(olens.max())}"
+            )
+        mask = lengths_to_mask(olens, x.size(1))
+        att_mask = (
+            attention_mask(mask, self.causal, self.attention_left_context)
+            if self.uses_attention
+            else None
+        )
+        ctx = EncoderContext(mask, olens, att_mask, pos_emb)
+
+        intermediates: List[Tuple[int, torch.Tensor]] = []
+        for idx, block in enumerate(self.encoders, start=1):
+            x = block(x, ctx)
+            if idx in self.interctc_layer_idx:
+                hidden = self._finish(x, mask)
+                intermediates.append((idx, hidden))
+                if self.interctc_use_conditioning:
+                    if ctc is None or self.conditioning_layer is None:
+                        raise RuntimeError(
+                            "interctc_use_conditioning needs the model's CTC module "
+                            "(ctc_weight > 0) and its conditioning_layer"
+                        )
+                    x = x + self.conditioning_layer(ctc.softmax(hidden))
+        out = self._finish(x, mask)
+        if intermediates:
+            return (out, intermediates), olens, None
+        return out, olens, None

@@ -1,0 +1,92 @@
+r"""Conformer-style (macaron) pre-norm block with a configurable sequence of token mixers.
+
+.. math::
+
+    x &\leftarrow x + \tfrac12\,\mathrm{Drop}(\mathrm{FFN}_1(\mathrm{LN}\,x))  \\
+    x &\leftarrow x + \mathrm{Drop}(m_k(\mathrm{LN}_k\,x)) \qquad k = 1..K \text{ (in order)} \\
+    x &\leftarrow x + \tfrac12\,\mathrm{Drop}(\mathrm{FFN}_2(\mathrm{LN}\,x)) \\
+    x &\leftarrow \mathrm{LN}\,x \qquad \text{(optional)}
+
+ESPnet's Conformer layer is the case ``[attention, convolution]``; Stateformer inserts the
+multi-head SSM, the SSM-augmented Conformer swaps the convolution module. Without ``macaron``
+the first FFN is dropped and the second has weight 1 (ESPnet's ``macaron_style: false``); the
+MH-SSM encoder's block is ``[multi-head SSM]`` that way, without the final LayerNorm.
+Mixers are of two kinds: ``attention`` (called with the attention mask and relative position
+table) and ``sequence`` (called with the frame mask; they zero padding themselves).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+
+from espnet_ssm.encoders.base import EncoderContext
+from espnet_ssm.layers.activation import build_activation
+
+MIXER_KINDS = ("attention", "sequence")
+
+
+def build_feed_forward(
+    size: int, linear_units: int, dropout_rate: float, activation_type: str
+) -> PositionwiseFeedForward:
+    """ESPnet's position-wise feed-forward module d -> linear_units -> d."""
+    return PositionwiseFeedForward(
+        size, linear_units, dropout_rate, build_activation(activation_type)
+    )
+
+
+class MacaronBlock(torch.nn.Module):
+    """Pre-norm residual block: [½FFN] -> mixers -> ½FFN (or FFN) -> LayerNorm.
+
+    Args:
+        size: model dimension d.
+        mixers: ``(kind, module)`` pairs applied in order; kind ``attention`` or ``sequence``.
+        feed_forward: the final feed-forward module.
+        feed_forward_macaron: the first feed-forward module, or None (no macaron).
+        dropout_rate: dropout on every residual branch.
+        final_norm: end with a LayerNorm (the Conformer's ``norm_final``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mixers: Sequence[Tuple[str, torch.nn.Module]],
+        feed_forward: torch.nn.Module,
+        feed_forward_macaron: Optional[torch.nn.Module],
+        dropout_rate: float,
+        final_norm: bool = True,
+    ):
+        super().__init__()
+        for kind, _ in mixers:
+            if kind not in MIXER_KINDS:
+                raise ValueError(f"mixer kind {kind!r}: choose one of {list(MIXER_KINDS)}")
+        self.mixer_kinds = tuple(kind for kind, _ in mixers)
+        self.mixers = torch.nn.ModuleList(m for _, m in mixers)
+        self.mixer_norms = torch.nn.ModuleList(LayerNorm(size) for _ in mixers)
+        self.feed_forward_macaron = feed_forward_macaron
+        self.norm_ff_macaron = LayerNorm(size) if feed_forward_macaron is not None else None
+        self.feed_forward = feed_forward
+        self.norm_ff = LayerNorm(size)
+        self.ff_scale = 0.5 if feed_forward_macaron is not None else 1.0
+        self.norm_final = LayerNorm(size) if final_norm else None
+        self.dropout = torch.nn.Dropout(dropout_rate)
+
+    def forward(self, x: torch.Tensor, ctx: EncoderContext) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d)."""
+        if self.feed_forward_macaron is not None:
+            x = x + self.ff_scale * self.dropout(
+                self.feed_forward_macaron(self.norm_ff_macaron(x))
+            )
+        for kind, mixer, norm in zip(self.mixer_kinds, self.mixers, self.mixer_norms):
+            h = norm(x)
+            if kind == "attention":
+                h = mixer(h, ctx.att_mask, ctx.pos_emb)
+            else:
+                h = mixer(h, ctx.mask)
+            x = x + self.dropout(h)
+        x = x + self.ff_scale * self.dropout(self.feed_forward(self.norm_ff(x)))
+        return self.norm_final(x) if self.norm_final is not None else x

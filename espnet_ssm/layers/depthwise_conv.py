@@ -1,0 +1,45 @@
+"""Depthwise 1-D convolution over time that respects padding and, optionally, causality.
+
+    y[b, t, c] = bias[c] + sum_{i=0}^{k-1} w[c, i] * x[b, t - left + i, c]
+
+with ``x`` zero outside an utterance's real frames. ``causal``: ``left = k - 1`` (output ``t``
+depends on inputs ``t-k+1 .. t``); otherwise ``left = k // 2`` (centred for odd ``k``; for even
+``k`` one more frame of past than of future). Padded frames are zeroed before the convolution, so
+a padded batch gives each utterance what it gives alone.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+class MaskedDepthwiseConv1d(torch.nn.Module):
+    """(B, L, C) -> (B, L, C) depthwise convolution with kernel ``kernel_size``.
+
+    Args:
+        channels: number of channels C (one filter each).
+        kernel_size: taps k >= 1.
+        causal: look only at the current and past frames.
+        bias: add a per-channel bias.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, causal: bool, bias: bool = True):
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size={kernel_size} must be >= 1")
+        self.kernel_size = kernel_size
+        self.causal = causal
+        self.left = kernel_size - 1 if causal else kernel_size // 2
+        self.right = kernel_size - 1 - self.left
+        self.conv = torch.nn.Conv1d(
+            channels, channels, kernel_size, groups=channels, bias=bias
+        )
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mask`` (B, L) bool, True = real frame; padded frames are zeroed first."""
+        if mask is not None:
+            x = x.masked_fill(~mask[..., None], 0.0)
+        h = F.pad(x.transpose(1, 2), (self.left, self.right))
+        return self.conv(h).transpose(1, 2)

@@ -1,0 +1,132 @@
+"""CTC search over encoder frames fed in pieces, and the recognition results it yields.
+
+:class:`CTCSearch` picks greedy decoding (``beam_size == 1``) or prefix beam search, consumes
+CTC log probabilities chunk by chunk and, at the end, optionally rescores its n-best list with
+the attention decoder. :class:`Recognition` is one result: text, tokens, ids, score and word
+time stamps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from espnet_ssm.layers.frontend import CONV2D_CLASSES, Subsampling
+from espnet_ssm.streaming.ctc_greedy import StreamingCTCGreedy, TokenSpan
+from espnet_ssm.streaming.ctc_prefix_beam import StreamingCTCPrefixBeamSearch
+from espnet_ssm.streaming.rescoring import attention_log_likelihoods
+from espnet_ssm.streaming.text import TokenText, WordStamp
+
+
+@dataclass
+class Recognition:
+    """One hypothesis.
+
+    Attributes:
+        text: detokenised text (None when the model has no tokenizer).
+        tokens: token strings.
+        token_ids: token ids.
+        score: log score (CTC, or the CTC/attention mixture after rescoring).
+        spans: encoder-frame span of every token.
+        words: words with start and end times in seconds.
+    """
+
+    text: Optional[str]
+    tokens: List[str]
+    token_ids: List[int]
+    score: float
+    spans: List[TokenSpan] = field(default_factory=list)
+    words: List[WordStamp] = field(default_factory=list)
+
+
+def subsampling_factor(encoder: torch.nn.Module) -> int:
+    """Frame-rate reduction of an encoder's input layer (ours, or ESPnet's conv2d classes)."""
+    embed = getattr(encoder, "embed", None)
+    sub = getattr(embed, "subsampling", None)
+    if isinstance(sub, Subsampling):
+        return sub.factor
+    for cls, stages in CONV2D_CLASSES.values():
+        if type(embed) is cls:
+            return Subsampling(stages).factor
+    return 1
+
+
+class CTCSearch:
+    """Greedy or prefix-beam CTC search with optional attention rescoring at the end.
+
+    Args:
+        blank: blank id.
+        beam_size: 1 for greedy decoding, else the prefix beam width.
+        nbest: hypotheses returned.
+        length_bonus: per-token bonus of the prefix beam search.
+        token_beam: tokens tried per frame by the beam search (None: all).
+    """
+
+    def __init__(self, blank: int, beam_size: int = 1, nbest: int = 1,
+                 length_bonus: float = 0.0, token_beam: Optional[int] = None):
+        if nbest < 1:
+            raise ValueError(f"nbest must be >= 1, got {nbest}")
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if nbest > beam_size:
+            raise ValueError(f"nbest={nbest} cannot exceed beam_size={beam_size}")
+        self.nbest = nbest
+        if beam_size == 1:
+            self.search = StreamingCTCGreedy(blank)
+        else:
+            self.search = StreamingCTCPrefixBeamSearch(beam_size, blank, length_bonus, token_beam)
+
+    def reset(self) -> None:
+        """Start a new utterance."""
+        self.search.reset()
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        """Consume (t, V) CTC log probabilities."""
+        self.search.step(log_probs)
+
+    def hypotheses(self) -> List[tuple]:
+        """(token ids, spans, CTC score) of the current n-best list, best first."""
+        if isinstance(self.search, StreamingCTCGreedy):
+            spans = self.search.spans
+            return [([s.token for s in spans], spans, self.search.score)]
+        out = []
+        for h in self.search.nbest(self.nbest):
+            spans = [TokenSpan(tok, f, f + 1) for tok, f in zip(h.tokens, h.frames)]
+            out.append((list(h.tokens), spans, self.search.rank_score(h)))
+        return out
+
+    def results(
+        self,
+        text: TokenText,
+        frame_seconds: float,
+        rescorer: Optional["AttentionRescorer"] = None,
+        enc: Optional[torch.Tensor] = None,
+    ) -> List[Recognition]:
+        """The n-best list as :class:`Recognition` objects (rescored when ``rescorer`` given)."""
+        hyps = self.hypotheses()
+        scores = [score for _, _, score in hyps]
+        if rescorer is not None and enc is not None and enc.size(1) > 0:
+            scores = rescorer([ids for ids, _, _ in hyps], scores, enc)
+            order = sorted(range(len(hyps)), key=lambda i: -scores[i])
+            hyps, scores = [hyps[i] for i in order], [scores[i] for i in order]
+        return [
+            Recognition(text.text(ids), text.tokens(ids), list(ids), float(score), list(spans),
+                        text.words(spans, frame_seconds))
+            for (ids, spans, _), score in zip(hyps, scores)
+        ]
+
+
+class AttentionRescorer:
+    """Mixes CTC scores with the attention decoder's: ``w * ctc + (1 - w) * att``."""
+
+    def __init__(self, decoder: torch.nn.Module, sos: int, eos: int, ctc_weight: float):
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"attention rescoring needs 0 <= ctc_weight < 1, got {ctc_weight}")
+        self.decoder, self.sos, self.eos, self.ctc_weight = decoder, sos, eos, ctc_weight
+
+    def __call__(self, hyps: List[List[int]], ctc_scores: List[float],
+                 enc: torch.Tensor) -> List[float]:
+        att = attention_log_likelihoods(self.decoder, enc, hyps, self.sos, self.eos)
+        w = self.ctc_weight
+        return [w * c + (1 - w) * a for c, a in zip(ctc_scores, att)]

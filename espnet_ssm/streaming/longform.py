@@ -1,0 +1,150 @@
+"""Single-pass recognition of long recordings (an hour or more) in memory linear in their length.
+
+ESPnet's batch path cannot do this: ``make_pad_mask`` (used by ``LogMel``, ``GlobalMVN`` and
+the encoders) allocates an O(T²) matrix for 1-D lengths, and attention encoders are O(T²)
+themselves. :class:`LongFormSpeech2Text` avoids every such path:
+
+* ``mode="stream"`` (the default for encoders that stream): the recording is pushed through
+  :class:`~espnet_ssm.streaming.speech2text.StreamingSpeech2Text` in chunks of
+  ``chunk_seconds``; memory is constant apart from the transcript.
+* ``mode="offline"`` (any other encoder): features are computed in chunks
+  (:func:`~espnet_ssm.streaming.frontend.extract_features`), the encoder runs once on the whole
+  sequence (batch 1; linear for our SSM encoders, which build their masks as
+  ``arange(T) < length``), and the CTC head and search consume its output in slices, so the
+  (T, vocabulary) posterior matrix never exists at once.
+
+The transcript comes with word time stamps from the CTC path (greedy) or the beam's emission
+frames: frame j starts at ``j * subsampling * hop / fs`` seconds.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
+
+from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
+from espnet_ssm.streaming.encoder import StreamingNotSupported, check_streamable
+from espnet_ssm.streaming.frontend import check_waveform, extract_features, frontend_sample_rate
+from espnet_ssm.streaming.io import resample
+from espnet_ssm.streaming.speech2text import (
+    PathLike,
+    StreamingSpeech2Text,
+    empty_recognition,
+    load_asr_model,
+)
+from espnet_ssm.streaming.text import TokenText
+
+MODES = ("auto", "stream", "offline")
+
+
+def streams(encoder: torch.nn.Module) -> bool:
+    """True when ``encoder`` can run chunk by chunk with carried state."""
+    try:
+        check_streamable(encoder)
+    except StreamingNotSupported:
+        return False
+    return True
+
+
+class LongFormSpeech2Text:
+    """Recognise a long recording in one pass; the result carries word time stamps.
+
+    Args:
+        asr_train_config, asr_model_file: the model (loaded strictly), or ``asr_model``.
+        token_type, bpemodel: default: the training config's.
+        beam_size: 1 for greedy CTC, else CTC prefix beam search.
+        length_bonus, token_beam: prefix beam search options.
+        mode: ``auto`` (stream when the encoder can), ``stream`` or ``offline``.
+        chunk_seconds: audio per step in ``stream`` mode; in ``offline`` mode, per front-end
+            step.
+        ctc_slice_frames: encoder frames per CTC step in ``offline`` mode.
+        device: ``cpu`` or ``cuda``.
+    """
+
+    def __init__(
+        self,
+        asr_train_config: Optional[PathLike] = None,
+        asr_model_file: Optional[PathLike] = None,
+        asr_model: Optional[torch.nn.Module] = None,
+        token_type: Optional[str] = None,
+        bpemodel: Optional[str] = None,
+        beam_size: int = 1,
+        length_bonus: float = 0.0,
+        token_beam: Optional[int] = None,
+        mode: str = "auto",
+        chunk_seconds: float = 30.0,
+        ctc_slice_frames: int = 4096,
+        device: str = "cpu",
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: choose one of {list(MODES)}")
+        if chunk_seconds <= 0 or ctc_slice_frames <= 0:
+            raise ValueError("chunk_seconds and ctc_slice_frames must be > 0")
+        args = None
+        if asr_model is None:
+            if asr_train_config is None:
+                raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
+            asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
+        self.asr_model = asr_model.to(device).eval()
+        if asr_model.ctc is None:
+            raise ValueError("long-form recognition needs a model with a CTC head")
+        if token_type is None and args is not None:
+            token_type = args.token_type
+        if bpemodel is None and args is not None:
+            bpemodel = args.bpemodel
+        if mode == "auto":
+            mode = "stream" if streams(asr_model.encoder) else "offline"
+        self.mode = mode
+        self.device = device
+        self.sample_rate = frontend_sample_rate(asr_model.frontend)
+        self.chunk_samples = int(chunk_seconds * self.sample_rate)
+        self.ctc_slice_frames = ctc_slice_frames
+        if mode == "stream":
+            self.streamer = StreamingSpeech2Text(
+                asr_model=asr_model, token_type=token_type, bpemodel=bpemodel,
+                beam_size=beam_size, length_bonus=length_bonus, token_beam=token_beam,
+                device=device,
+            )
+        else:
+            self.text = TokenText(asr_model.token_list, token_type, bpemodel)
+            self.search = CTCSearch(
+                asr_model.blank_id, beam_size, 1, length_bonus,
+                token_beam if token_beam is not None else (None if beam_size == 1 else beam_size),
+            )
+            self.frame_seconds = (
+                subsampling_factor(asr_model.encoder) * asr_model.frontend.hop_length
+                / self.sample_rate
+            )
+
+    @torch.inference_mode()
+    def __call__(self, speech: torch.Tensor, fs: Optional[int] = None) -> Recognition:
+        """Recognise ``speech`` (n,) recorded at ``fs`` Hz (default: the model's rate)."""
+        speech = check_waveform(speech, "speech")
+        speech = resample(speech, fs or self.sample_rate, self.sample_rate)
+        if self.mode == "stream":
+            return self.streamer.recognize(speech, self.chunk_samples)[0]
+        return self._offline(speech)
+
+    def _offline(self, speech: torch.Tensor) -> Recognition:
+        model = self.asr_model
+        feats = extract_features(model.frontend, model.normalize, speech, self.chunk_samples)
+        if feats.size(0) == 0:
+            return empty_recognition()
+        feats = feats.to(self.device)
+        try:
+            enc, enc_lens, _ = model.encoder(
+                feats[None], torch.tensor([feats.size(0)], device=self.device)
+            )
+        except TooShortUttError as e:
+            logging.warning("too short for the encoder: %s; empty result", e)
+            return empty_recognition()
+        if isinstance(enc, tuple):  # intermediate CTC outputs: keep the final one
+            enc = enc[0]
+        enc = enc[0, : int(enc_lens[0])]
+        self.search.reset()
+        for start in range(0, enc.size(0), self.ctc_slice_frames):
+            piece = enc[start : start + self.ctc_slice_frames]
+            self.search.step(model.ctc.log_softmax(piece[None])[0])
+        return self.search.results(self.text, self.frame_seconds)[0]
