@@ -135,8 +135,9 @@ def s4d_kernel(
         raise ValueError(f"{fn}: L must be a positive int, got {L!r}")
     squeeze = isinstance(C, torch.Tensor) and C.dim() == 2
     check_tensor(fn, "C", C, (H, N) if squeeze else (None, H, N), "(H, N) or (K, H, N)", complex_ok=True)
-    log_dA, dB = _discretize_log(log_dt, A, B, discretization)
-    K = _powers_matmul((C if not squeeze else C[None]) * dB, log_dA, L)
+    with torch.autocast(device_type=log_dt.device.type, enabled=False):  # kernels in full precision
+        log_dA, dB = _discretize_log(log_dt, A, B, discretization)
+        K = _powers_matmul((C if not squeeze else C[None]) * dB, log_dA, L)
     return K[0] if squeeze else K
 
 
@@ -212,6 +213,11 @@ def s4d_chunk(
     check_tensor(fn, "u", u, (None, H, None), "(batch, H, l)")
     check_tensor(fn, "state", state, (u.shape[0], H, N), "(batch, H, N)", complex_ok=True)
     check_optional(fn, "D", D, (H,), "(H,)")
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        return _chunk(u, state, log_dt, A, B, C, D, discretization, block)
+
+
+def _chunk(u, state, log_dt, A, B, C, D, discretization, block):
     log_dA, dB = _discretize_log(log_dt, A, B, discretization)
     if log_dA.is_complex() and not state.is_complex():
         state = torch.complex(state, torch.zeros_like(state))

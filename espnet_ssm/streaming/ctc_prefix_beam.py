@@ -22,8 +22,8 @@ frame's beam, so chunked input gives the same result as the whole utterance.
 
 Prefixes are nodes of a trie (token, frame, parent), so extending one costs O(1) however long
 the transcript: an hour of audio is decoded in time linear in its length. Each node records the
-frame at which its token was first emitted by a prefix that survived the pruning: time stamps
-for free.
+last frame at which emitting its token brought more probability to the labelling than all its
+other paths together (the frame the token "fires" at): time stamps for free.
 """
 from __future__ import annotations
 
@@ -147,14 +147,19 @@ class StreamingCTCPrefixBeamSearch:
         # Children already in the beam: extending their parent must merge into them.
         children = {(id(h.node.parent), h.node.token): h.node for h in self.beam
                     if h.node.parent is not None}
+        # node -> [p_b, p_nb, best extension at this frame, sum of the other contributions]
         acc: Dict[PrefixNode, List[float]] = {}  # insertion-ordered: deterministic
 
-        def add(node: PrefixNode, blank_end: bool, logp: float) -> None:
+        def add(node: PrefixNode, blank_end: bool, logp: float, extension: bool) -> None:
             e = acc.get(node)
             if e is None:
-                e = acc[node] = [NEG_INF, NEG_INF]
+                e = acc[node] = [NEG_INF, NEG_INF, NEG_INF, NEG_INF]
             i = 0 if blank_end else 1
             e[i] = log_add(e[i], logp)
+            if extension:
+                e[2] = max(e[2], logp)
+            else:
+                e[3] = log_add(e[3], logp)
 
         candidates = self._candidates(row)
         for hyp in self.beam:
@@ -164,16 +169,21 @@ class StreamingCTCPrefixBeamSearch:
             for k in candidates:
                 y = scores[k]
                 if k == self.blank:
-                    add(node, True, total + y)
+                    add(node, True, total + y, False)
                     continue
                 child = children.get((id(node), k))
                 if child is None:
                     child = children[(id(node), k)] = PrefixNode(k, t, node)
                 if k == last:  # a repeat merges unless a blank separates the two
-                    add(node, False, hyp.log_pnb + y)
-                    add(child, False, hyp.log_pb + y)
+                    add(node, False, hyp.log_pnb + y, False)
+                    add(child, False, hyp.log_pb + y, True)
                 else:
-                    add(child, False, total + y)
+                    add(child, False, total + y, True)
+        for node, e in acc.items():
+            # A labelling whose mass now comes mostly from emitting its token at this frame
+            # is stamped with this frame (its earlier, improbable emissions are forgotten).
+            if e[2] > e[3]:
+                node.frame = t
         hyps = [PrefixHyp(n, e[0], e[1]) for n, e in acc.items()]
         hyps = [h for h in hyps if h.log_prob > NEG_INF]  # impossible labellings
         hyps.sort(key=lambda h: -self.rank_score(h))  # stable: ties keep insertion order

@@ -1,0 +1,259 @@
+"""Stage 13: score hypotheses against references and write sclite-style ``result.txt`` files.
+
+For each token type (``char`` -> ``score_cer``, ``word`` -> ``score_wer``, ``bpe`` ->
+``score_ter``) the reference and hypothesis texts are tokenized with ESPnet's tokenizers (as
+asr.sh does with ``tokenize_text``), written as ``ref.trn`` / ``hyp.trn`` (``tokens<TAB>(spk-utt)``),
+aligned, and summarised in ``result.txt`` in sclite's layout: a ``SYSTEM SUMMARY PERCENTAGES by
+SPEAKER`` table whose ``Sum/Avg`` row holds ``# Snt # Wrd | Corr Sub Del Ins Err S.Err`` (what
+``show_asr_result.sh`` reads), then every sentence's alignment.
+
+Alignment: minimum edit distance with unit costs (jiwer, i.e. rapidfuzz's Levenshtein), so
+``Err = (S + D + I) / N`` is the usual error rate. sclite weights substitutions 4 and
+insertions/deletions 3, which can split an utterance's errors differently into S, D and I in ties.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import jiwer
+
+from espnet_ssm.recipe.datadir import DataDirError, check_keys, read_table
+
+SCORE_DIRS = {"char": "score_cer", "word": "score_wer", "bpe": "score_ter"}
+
+
+@dataclass
+class Counts:
+    """Error counts of a set of sentences (one sentence, one speaker or everything)."""
+
+    snt: int = 0
+    wrd: int = 0
+    cor: int = 0
+    sub: int = 0
+    dele: int = 0
+    ins: int = 0
+    snt_err: int = 0
+
+    def add(self, other: "Counts") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    @property
+    def err(self) -> int:
+        return self.sub + self.dele + self.ins
+
+    def percentages(self) -> Tuple[float, ...]:
+        """Corr, Sub, Del, Ins, Err as % of reference tokens; S.Err as % of sentences."""
+        n = self.wrd
+        pct = (lambda x: 100.0 * x / n) if n else (lambda x: 0.0 if x == 0 else 100.0)
+        serr = 100.0 * self.snt_err / self.snt if self.snt else 0.0
+        return (pct(self.cor), pct(self.sub), pct(self.dele), pct(self.ins), pct(self.err), serr)
+
+
+@dataclass
+class Sentence:
+    utt: str
+    spk: str
+    ref: List[str]
+    hyp: List[str]
+    counts: Counts = field(default_factory=Counts)
+    ops: List[Tuple[str, str, str]] = field(default_factory=list)  # (ref tok, hyp tok, C/S/D/I)
+
+
+def align(ref: Sequence[str], hyp: Sequence[str]) -> Tuple[Counts, List[Tuple[str, str, str]]]:
+    """Counts and the token-level alignment of one sentence."""
+    ops: List[Tuple[str, str, str]] = []
+    if not ref:
+        ops = [("", h, "I") for h in hyp]
+    else:
+        out = jiwer.process_words(" ".join(ref), " ".join(hyp) if hyp else "")
+        for chunk in out.alignments[0]:
+            r = ref[chunk.ref_start_idx : chunk.ref_end_idx]
+            h = hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
+            if chunk.type == "equal":
+                ops += [(a, b, "C") for a, b in zip(r, h)]
+            elif chunk.type == "substitute":
+                ops += [(a, b, "S") for a, b in zip(r, h)]
+            elif chunk.type == "delete":
+                ops += [(a, "", "D") for a in r]
+            else:
+                ops += [("", b, "I") for b in h]
+    c = Counts(snt=1, wrd=len(ref))
+    for _, _, op in ops:
+        if op == "C":
+            c.cor += 1
+        elif op == "S":
+            c.sub += 1
+        elif op == "D":
+            c.dele += 1
+        else:
+            c.ins += 1
+    c.snt_err = int(c.err > 0)
+    return c, ops
+
+
+def _row(label: str, cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "| " + label.ljust(widths[0]) + " |" + " ".join(c.rjust(w) for c, w in zip(cells, widths[1:])) + " |"
+
+
+def summary_table(sentences: Sequence[Sentence], name: str) -> str:
+    """sclite's 'SYSTEM SUMMARY PERCENTAGES by SPEAKER' table."""
+    by_spk: Dict[str, Counts] = {}
+    total = Counts()
+    for s in sentences:
+        by_spk.setdefault(s.spk, Counts()).add(s.counts)
+        total.add(s.counts)
+    label_w = max([len("Sum/Avg"), len("SPKR")] + [len(k) for k in by_spk])
+    widths = [label_w, 6, 7, 6, 6, 6, 6, 6, 6]
+
+    def cells(c: Counts) -> List[str]:
+        return [str(c.snt), str(c.wrd)] + [f"{p:.1f}" for p in c.percentages()]
+
+    def stats_cells(fn) -> List[str]:
+        cols = list(zip(*[[c.snt, c.wrd, *c.percentages()] for c in by_spk.values()]))
+        return [f"{fn(col):.1f}" for col in cols]
+
+    def sd(col):
+        return statistics.stdev(col) if len(col) > 1 else 0.0
+
+    header = _row("SPKR", ["# Snt", "# Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err"], widths)
+    width = len(header) - 2
+    rule = "|" + "-" * width + "|"
+    double = "|" + "=" * width + "|"
+    lines = [
+        "SYSTEM SUMMARY PERCENTAGES by SPEAKER".center(width + 2),
+        "",
+        "," + "-" * width + ".",
+        "|" + name.center(width) + "|",
+        rule,
+        header,
+        rule,
+    ]
+    for i, spk in enumerate(sorted(by_spk)):
+        if i:
+            lines.append(rule)
+        lines.append(_row(spk, cells(by_spk[spk]), widths))
+    lines += [
+        double,
+        _row("Sum/Avg", cells(total), widths),
+        double,
+        _row("Mean", stats_cells(statistics.mean), widths),
+        _row("S.D.", stats_cells(sd), widths),
+        _row("Median", stats_cells(statistics.median), widths),
+        "`" + "-" * width + "'",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def alignment_dump(sentences: Sequence[Sentence], name: str) -> str:
+    """Every sentence's alignment, sclite 'pralign' style: errors upper case, correct lower case."""
+    out = ["", "DUMP OF SYSTEM ALIGNMENT STRUCTURE", "", f"System name:   {name}", ""]
+    for s in sentences:
+        c = s.counts
+        ref_cells, hyp_cells, eval_cells = [], [], []
+        for r, h, op in s.ops:
+            w = max(len(r), len(h), 1)
+            if op == "C":
+                r, h = r.lower(), h.lower()
+            ref_cells.append((r or "*" * w).ljust(w))
+            hyp_cells.append((h or "*" * w).ljust(w))
+            eval_cells.append(("" if op == "C" else op).ljust(w))
+        out += [
+            f"id: ({s.spk}-{s.utt})",
+            f"Scores: (#C #S #D #I) {c.cor} {c.sub} {c.dele} {c.ins}",
+            "REF:  " + " ".join(ref_cells),
+            "HYP:  " + " ".join(hyp_cells),
+            "Eval: " + " ".join(eval_cells).rstrip(),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def build_tokenize(token_type: str, bpemodel: Optional[str], cleaner: str, nlsyms_txt: str):
+    """ESPnet's tokenizer + cleaner for scoring (non-linguistic symbols removed for char/word)."""
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.cleaner import TextCleaner
+
+    nlsyms = None if nlsyms_txt in ("", "none", None) else nlsyms_txt
+    if token_type == "bpe":
+        if not bpemodel or bpemodel == "none":
+            raise ValueError("token type bpe needs --bpemodel")
+        tokenizer = build_tokenizer("bpe", bpemodel=bpemodel)
+    else:
+        tokenizer = build_tokenizer(token_type, non_linguistic_symbols=nlsyms, remove_non_linguistic_symbols=True)
+    clean = TextCleaner(None if cleaner in ("", "none") else cleaner)
+    return lambda text: tokenizer.text2tokens(clean(text))
+
+
+def score(
+    ref_text: Path,
+    hyp_text: Path,
+    utt2spk: Path,
+    out_dir: Path,
+    token_types: Sequence[str],
+    bpemodel: Optional[str] = None,
+    cleaner: str = "none",
+    nlsyms_txt: str = "none",
+) -> Dict[str, Counts]:
+    """Write ``<out_dir>/score_<type>/{ref.trn,hyp.trn,result.txt}``; return the totals."""
+    check_keys(ref_text, hyp_text)
+    refs = read_table(ref_text, allow_empty_value=True)
+    hyps = read_table(hyp_text, allow_empty_value=True)
+    spk = read_table(utt2spk)
+    missing = sorted(set(refs) - set(spk))
+    if missing:
+        raise DataDirError(f"{utt2spk} lacks utterance(s) {missing[:5]}")
+    totals = {}
+    for token_type in token_types:
+        if token_type not in SCORE_DIRS:
+            raise ValueError(f"unknown token type {token_type!r} (char, word or bpe)")
+        tokenize = build_tokenize(token_type, bpemodel, cleaner, nlsyms_txt)
+        d = out_dir / SCORE_DIRS[token_type]
+        d.mkdir(parents=True, exist_ok=True)
+        sentences = []
+        for utt in sorted(refs):
+            s = Sentence(utt, spk[utt], tokenize(refs[utt]), tokenize(hyps[utt]))
+            s.counts, s.ops = align(s.ref, s.hyp)
+            sentences.append(s)
+        for name, attr in (("ref.trn", "ref"), ("hyp.trn", "hyp")):
+            with open(d / name, "w", encoding="utf-8") as f:
+                for s in sentences:
+                    f.write(" ".join(getattr(s, attr)) + f"\t({s.spk}-{s.utt})\n")
+        name = str(d / "hyp.trn")
+        (d / "result.txt").write_text(
+            "\n\n" + summary_table(sentences, name) + "\n" + alignment_dump(sentences, name), encoding="utf-8"
+        )
+        totals[token_type] = Counts()
+        for s in sentences:
+            totals[token_type].add(s.counts)
+    return totals
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref", type=Path, required=True, help="reference Kaldi text")
+    p.add_argument("--hyp", type=Path, required=True, help="hypothesis Kaldi text")
+    p.add_argument("--utt2spk", type=Path, required=True)
+    p.add_argument("--out_dir", type=Path, required=True, help="score_<type>/ directories go here")
+    p.add_argument("--token_types", default="char word", help="space-separated: char word bpe")
+    p.add_argument("--bpemodel", default="none")
+    p.add_argument("--cleaner", default="none")
+    p.add_argument("--nlsyms_txt", default="none")
+    args = p.parse_args(argv)
+    try:
+        totals = score(args.ref, args.hyp, args.utt2spk, args.out_dir, args.token_types.split(),
+                       args.bpemodel, args.cleaner, args.nlsyms_txt)
+    except (DataDirError, ValueError) as e:
+        sys.exit(f"score: {e}")
+    for token_type, c in totals.items():
+        print(f"{args.out_dir}/{SCORE_DIRS[token_type]}: {c.snt} sentences, {c.wrd} tokens, "
+              f"error rate {c.percentages()[4]:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The demo's closing report: error-rate tables, example transcripts and where the outputs are."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from espnet_ssm.recipe.datadir import read_table
+
+
+def tables(results_md: Path) -> Dict[str, List[str]]:
+    """'WER' / 'CER' / 'TER' -> the Markdown table lines of the first experiment in RESULTS.md."""
+    out: Dict[str, List[str]] = {}
+    current = None
+    for line in results_md.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^### (WER|CER|TER)$", line)
+        if m:
+            current = m.group(1)
+            if current in out:  # a second experiment section starts: keep the first
+                break
+            out[current] = []
+        elif line.startswith("## "):
+            current = None if out else current
+        elif current and line.startswith("|"):
+            out[current].append(line)
+    return out
+
+
+def examples(ref: Path, hyp: Path, n: int) -> List[str]:
+    refs = read_table(ref, allow_empty_value=True)
+    hyps = read_table(hyp, allow_empty_value=True)
+    lines = []
+    for utt in sorted(refs)[:n]:
+        mark = "" if refs[utt] == hyps.get(utt, "") else "   (differs)"
+        lines += [f"  {utt}{mark}", f"    REF: {refs[utt]}", f"    HYP: {hyps.get(utt, '')}"]
+    return lines
+
+
+def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5) -> str:
+    results = asr_exp / "RESULTS.md"
+    if not results.is_file():
+        raise FileNotFoundError(f"{results} not found: did stage 13 run?")
+    out = ["", "=" * 78, f"Demo finished in {int(elapsed // 60)} min {int(elapsed % 60)} s", ""]
+    for kind, name in (("WER", "Word error rate"), ("CER", "Character error rate")):
+        rows = tables(results).get(kind, [])
+        if rows:
+            out += [f"{name} ({results}):"] + ["  " + r for r in rows] + [""]
+    for decode_dir in sorted(p.parent for p in asr_exp.glob("*/*/text")):
+        test_set = decode_dir.name
+        ref = data_feats / test_set / "text"
+        if ref.is_file():
+            out += [f"Examples from {test_set} ({decode_dir}/text):"] + examples(ref, decode_dir / "text", n) + [""]
+        rtf = decode_dir / "logdir" / "calculate_rtf.log"
+        if rtf.is_file():
+            out.append(f"Decoding speed ({rtf}): " + ", ".join(rtf.read_text().strip().splitlines()))
+            out.append("")
+    zips = sorted(asr_exp.glob("*.zip"))
+    for z in zips:
+        out.append(f"Packed model:    {z} ({z.stat().st_size / 1e6:.1f} MB)")
+    images = asr_exp / "images"
+    if images.is_dir():
+        pngs = sorted(p.name for p in images.glob("*.png"))
+        out.append(f"Training curves: {images}/ ({', '.join(pngs[:6])}{', ...' if len(pngs) > 6 else ''})")
+    if (asr_exp / "tensorboard").is_dir():
+        out.append(f"TensorBoard:     tensorboard --logdir {asr_exp / 'tensorboard'}")
+    out.append(f"Training log:    {asr_exp / 'train.log'}")
+    if zips:
+        out += ["", "Decode a wav file with the packed model (ESPnet's Speech2Text, after import espnet_ssm):",
+                f"  python -m espnet_ssm.bin.asr_inference --help   # or, in Python:",
+                "  import espnet_ssm; from espnet2.bin.asr_inference import Speech2Text",
+                "  from espnet2.main_funcs.pack_funcs import unpack",
+                f"  s2t = Speech2Text(**unpack('{zips[0]}', 'unpacked'), ctc_weight=1.0, beam_size=1)"]
+    out.append("=" * 78)
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--asr_exp", type=Path, required=True)
+    p.add_argument("--data_feats", type=Path, default=Path("dump/raw"))
+    p.add_argument("--elapsed", type=float, default=0.0, help="seconds the demo took")
+    p.add_argument("--n_examples", type=int, default=5)
+    args = p.parse_args(argv)
+    try:
+        sys.stdout.write(report(args.asr_exp, args.data_feats, args.elapsed, args.n_examples))
+    except FileNotFoundError as e:
+        sys.exit(f"summary: {e}")
+
+
+if __name__ == "__main__":
+    main()
