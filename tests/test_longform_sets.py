@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from espnet_ssm.recipe.datadir import load_data_dir, validate
+from test_streaming_ctc import rng  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "egs2/librispeech/asr1/local/make_longform_sets.py"
@@ -23,13 +23,6 @@ def load_script():
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture
-def rng():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print("seed", seed)
-    return np.random.default_rng(seed)
 
 
 def make_src(root: Path, rng, speakers=("1272-128104", "2035-147960"), n_per_spk=12,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from espnet_ssm.ops import selective_scan, selective_scan_step
+from espnet_ssm.ops.selective_scan import _plan_chunks
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -156,8 +157,14 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(scan, tensors)
 
 
-def test_gradients_match_autograd_through_reference():
+@pytest.mark.parametrize("delta_shift", [0.0, 60.0])
+def test_gradients_match_autograd_through_reference(delta_shift):
+    # delta_shift = 60: Δ ≈ 60 in some frames, so some chunks exceed the closed form's range and
+    # take the Hillis-Steele path; both paths must give the reference gradients
     inputs = make_inputs(batch=2, d=4, N=3, L=25)
+    inputs["delta"][:, :, 5:9] += delta_shift
+    plan = _plan_chunks(F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1), inputs["A"], 8)
+    assert {closed for _, _, closed in plan} == ({True} if delta_shift == 0 else {True, False})
     a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     w, w_last = torch.randn(2, 4, 25, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64)
@@ -165,6 +172,7 @@ def test_gradients_match_autograd_through_reference():
     ((y * w).sum() + (last * w_last).sum()).backward()
     y_ref, last_ref = ref_scan(**b, delta_softplus=True)
     ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
+    assert rel_err(y, y_ref) <= 1e-10
     for k in inputs:
         assert rel_err(a[k].grad, b[k].grad) <= 1e-10, k
 

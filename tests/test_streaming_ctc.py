@@ -16,8 +16,10 @@ from espnet_ssm.streaming.ctc_prefix_beam import StreamingCTCPrefixBeamSearch
 
 @pytest.fixture
 def rng():
+    """A fresh random generator per test (torch seeded too); the seed is printed for replay."""
     seed = int.from_bytes(os.urandom(4), "little")
     print("seed", seed)
+    torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 

@@ -6,7 +6,6 @@ on features of magnitude ~10).
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from espnet_ssm.streaming.frontend import (
     StreamingFrontend,
     extract_features,
 )
+from test_streaming_ctc import rng  # noqa: F401  (fixture)
 
 ATOL = 1e-5
 STFT_CONFIGS = [
@@ -28,13 +28,6 @@ STFT_CONFIGS = [
     dict(n_fft=512, hop_length=128, n_mels=40),
     dict(n_fft=512, hop_length=160, center=False),
 ]
-
-
-@pytest.fixture
-def rng():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print("seed", seed)
-    return np.random.default_rng(seed)
 
 
 def global_mvn(tmp_path, rng, n_mels):

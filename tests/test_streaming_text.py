@@ -1,7 +1,6 @@
 """Words and their times from decoded token spans (char and sentencepiece tokens)."""
 from __future__ import annotations
 
-import os
 import string
 
 import numpy as np
@@ -9,13 +8,7 @@ import pytest
 
 from espnet_ssm.streaming.ctc_greedy import TokenSpan
 from espnet_ssm.streaming.text import TokenText
-
-
-@pytest.fixture
-def rng():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print("seed", seed)
-    return np.random.default_rng(seed)
+from test_streaming_ctc import rng  # noqa: F401  (fixture)
 
 
 def random_words(rng, vocab, n):

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet2.fileio.datadir_writer import DatadirWriter
-from espnet2.utils import config_argparse
 
 from espnet_ssm.streaming.io import (
-    add_io_arguments,
-    add_search_arguments,
     ctm_lines,
     device_of,
+    inference_parser,
     read_recordings,
     run_cli,
     sound_input,
@@ -36,12 +34,9 @@ from espnet_ssm.streaming.io import (
 
 def get_parser() -> argparse.ArgumentParser:
     """Options of long-form inference."""
-    parser = config_argparse.ArgumentParser(
-        description="Single-pass long-form ASR decoding with word time stamps",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = inference_parser(
+        "Single-pass long-form ASR decoding with word time stamps", beam_size=1
     )
-    add_io_arguments(parser)
-    add_search_arguments(parser, beam_size=1)
     parser.add_argument("--mode", default="auto", choices=["auto", "stream", "offline"],
                         help="stream: chunked causal encoder; offline: one encoder pass; "
                         "auto: stream when the encoder can")

@@ -25,13 +25,11 @@ from typing import List, Optional, Sequence
 
 from espnet2.fileio.datadir_writer import DatadirWriter
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
-from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool
 
 from espnet_ssm.streaming.io import (
-    add_io_arguments,
-    add_search_arguments,
     device_of,
+    inference_parser,
     read_recordings,
     run_cli,
     sound_input,
@@ -41,12 +39,7 @@ from espnet_ssm.streaming.io import (
 
 def get_parser() -> argparse.ArgumentParser:
     """Options of ESPnet's streaming inference that apply to CTC streaming decoding."""
-    parser = config_argparse.ArgumentParser(
-        description="Streaming ASR decoding with a causal SSM encoder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_io_arguments(parser)
-    add_search_arguments(parser, beam_size=10)
+    parser = inference_parser("Streaming ASR decoding with a causal SSM encoder", beam_size=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32"],
                         help="only float32 is supported")

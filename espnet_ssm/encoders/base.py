@@ -134,8 +134,8 @@ class SSMEncoderBase(AbsEncoder):
 
     def check_inputs(
         self, xs_pad: torch.Tensor, ilens: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Validate a padded batch; return it trimmed to its longest row, lengths, frame mask.
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Validate a padded batch; return it trimmed to its longest row, and the lengths.
 
         Padded frames are zeroed so that whatever they held cannot reach real frames.
         """
@@ -174,7 +174,7 @@ class SSMEncoderBase(AbsEncoder):
             raise ValueError(
                 f"non-finite (NaN or Inf) input features in utterance(s) {bad} of the batch"
             )
-        return xs, ilens, valid
+        return xs, ilens
 
     def _finish(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.after_norm(x).masked_fill(~mask[..., None], 0.0)
@@ -198,7 +198,7 @@ class SSMEncoderBase(AbsEncoder):
             ``(out, olens, None)`` with out (B, T', d), or ``((out, intermediates), olens, None)``
             when ``interctc_layer_idx`` is set.
         """
-        xs, ilens, _ = self.check_inputs(xs_pad, ilens)
+        xs, ilens = self.check_inputs(xs_pad, ilens)
         x, pos_emb = self.embed(xs)
         olens = self.embed.subsampling.output_lengths(ilens)
         if x.size(1) != int(olens.max()):  # the formula and ESPnet's module must agree

@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from typing import Any, Callable, Iterable, List, Sequence, TypeVar
+from typing import Any, Iterable, List, Sequence, TypeVar
+
+from typeguard import TypeCheckError
 
 T = TypeVar("T", bound=type)
 
@@ -28,8 +30,10 @@ def _suggestion(key: str, valid: Iterable[str]) -> str:
 def strict_config(cls: T) -> T:
     """Class decorator: unknown keyword arguments of ``cls.__init__`` raise :class:`EncoderConfigError`.
 
-    The wrapped ``__init__`` keeps its signature (``inspect.signature`` follows ``__wrapped__``),
-    so tools that read constructor defaults still see them.
+    Values of the wrong type (caught by typeguard's ``@typechecked`` on ``__init__``) are reported
+    as :class:`EncoderConfigError` too. The wrapped ``__init__`` keeps its signature
+    (``inspect.signature`` follows ``__wrapped__``), so tools that read constructor defaults still
+    see them.
     """
     init = cls.__init__
     params = inspect.signature(init).parameters
@@ -44,7 +48,10 @@ def strict_config(cls: T) -> T:
                 f"{cls.__name__}: unknown encoder_conf key(s): {', '.join(lines)}. "
                 f"Valid keys: {', '.join(sorted(valid))}"
             )
-        init(self, *args, **kwargs)
+        try:
+            init(self, *args, **kwargs)
+        except TypeCheckError as e:
+            raise EncoderConfigError(f"{cls.__name__}: invalid encoder_conf value: {e}") from e
 
     cls.__init__ = checked_init
     return cls
@@ -89,13 +96,3 @@ def check_interctc_layers(owner: str, layer_idx: List[int], num_blocks: int) -> 
         )
     if len(set(layer_idx)) != len(layer_idx):
         raise EncoderConfigError(f"{owner}: interctc_layer_idx {layer_idx} has duplicates")
-
-
-def build_check(owner: str) -> Callable[[bool, str], None]:
-    """A ``require(condition, message)`` helper whose errors are prefixed with ``owner``."""
-
-    def require(condition: bool, message: str) -> None:
-        if not condition:
-            raise EncoderConfigError(f"{owner}: {message}")
-
-    return require

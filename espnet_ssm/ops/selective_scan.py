@@ -14,14 +14,15 @@ a_t = Δ_t A and R_t = A · Σ_{k=1}^{t} Δ_k (cumulative log-decay after the fi
 
     h_t = exp(R_t) ⊙ ( exp(a_0) h + Σ_{s<=t} exp(-R_s) ⊙ Δ_s B_s u_s )
 
-i.e. one cumulative sum per chunk; chunks are visited in order, carrying h. exp(-R_s) is
-bounded by exp(M) by construction: a chunk whose worst-case log-decay range max|A|·ΣΔ exceeds
-M (40 in float32, 300 in float64) is split in halves until it does not (a single frame always
-qualifies), so the closed form never overflows whatever Δ and A are. The backward pass is a
-custom autograd function that keeps only the inputs and one state per chunk, recomputes each
-chunk, and runs the adjoint recurrence g_t = C_t dy_t + exp(a_{t+1}) g_{t+1} in the same
-closed form backwards. Memory is O(batch·d·N·T) per chunk plus O(batch·d·N·L/T) saved states,
-never O(batch·d·N·L).
+i.e. one cumulative sum per chunk (a matmul with a triangular matrix of ones); chunks are
+visited in order, carrying h. The factor exp(-R_s) overflows when the log-decay range of a
+chunk is large, so every chunk is checked first: if max|A| · Σ_{k=t0+1}^{t1-1} |Δ_k| exceeds
+a limit (60 in float32, 500 in float64) the chunk uses a Hillis-Steele scan on the decays
+exp(Δ_t A) instead (log2 T vectorised steps, products of numbers <= 1 only), so any Δ and A
+are safe. The backward pass is a custom autograd function that keeps only the inputs and one
+state per chunk, recomputes each chunk, and runs the adjoint recurrence
+g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1} backwards by the same two methods. Memory is
+O(batch·d·N·T) per chunk plus O(batch·d·N·L/T) saved states, never O(batch·d·N·L).
 
 The scan runs in float32 (float64 for float64 inputs) with autocast disabled; y is returned in
 u's dtype and the last state in the compute dtype (as mamba_ssm does). On CUDA, when the
@@ -41,7 +42,7 @@ from espnet_ssm.ops._checks import check_choice, check_optional, check_tensor
 BACKENDS = ("auto", "torch", "mamba_ssm")
 DEFAULT_CHUNK = 32
 # largest exponent range allowed inside one chunk (see module docstring)
-_MAX_LOG_RANGE = {torch.float32: 40.0, torch.float64: 300.0}
+_MAX_LOG_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
 
 ScanOut = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
@@ -87,34 +88,70 @@ def _finish(y: torch.Tensor, u: torch.Tensor, D: Optional[torch.Tensor], z: Opti
 
 
 # --------------------------------------------------------------------------- chunk kernels
-def _chunk_states(
-    h: torch.Tensor,
-    uu: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    Bc: torch.Tensor,
-    tril: torch.Tensor,
-    for_backward: bool = False,
-):
-    """States of one chunk in closed form (time-major).
+# Time-major layout: per chunk, uu/dt are (T, b, d), B/C (T, b, G, N), states (T, b, d, N).
+class _Chunk:
+    """Everything one chunk needs, computed once and shared by its forward and adjoint scans.
 
-    Args:
-        h: (b, d, N) state before the chunk; uu, dt: (T, b, d); A: (d, N); Bc: (T, b, G, N);
-        tril: (>=T, >=T) lower-triangular ones (the cumulative sum as one matmul).
-        for_backward: also return x = Δ B u, E = exp(R) and 1/E.
-
-    Returns:
-        hs (T, b, d, N), or (hs, x, E, Einv).
+    ``closed`` chunks (log-decay range within the limit) use the closed form with
+    E = exp(R), R_t = A·Σ_{k=1}^{t} Δ_k; the others a Hillis-Steele scan on the decays
+    exp(Δ_t A), which only multiplies numbers <= 1 and so is safe for any Δ·A.
     """
-    T, b, d = dt.shape
-    lam = torch.cumsum(dt, 0) - dt[:1]  # Σ_{k=1}^{t} Δ_k
-    E = torch.exp(lam[..., None] * A)  # >= exp(-M): the chunk plan bounds the range
-    Einv = torch.reciprocal(E)
-    x = _bcast(Bc, d) * (dt * uu)[..., None]
-    w = x * Einv if for_backward else x.mul_(Einv)
-    w[0].addcmul_(torch.exp(dt[0][..., None] * A), h)
-    hs = torch.matmul(tril[:T, :T], w.view(T, -1)).view(T, b, d, -1).mul_(E)
-    return (hs, x, E, Einv) if for_backward else hs
+
+    def __init__(self, uu, dt, A, Bc, closed: bool, tril: torch.Tensor):
+        T, b, d = dt.shape
+        self.T, self.closed, self.tril, self.dt, self.A = T, closed, tril[:T, :T], dt, A
+        self.x = _bcast(Bc, d) * (dt * uu)[..., None]  # Δ_t B_t u_t
+        if closed:
+            R = (torch.cumsum(dt, 0) - dt[:1])[..., None] * A
+            self.E = torch.exp(R)  # >= exp(-limit) by the chunk plan
+            self.Einv = R.neg_().exp_()
+        else:
+            self.decay = torch.exp(dt[..., None] * A)
+
+    def first_decay(self) -> torch.Tensor:
+        """exp(Δ_0 A), (b, d, N): maps the state before the chunk onto its first frame."""
+        return self.decay[0] if not self.closed else torch.exp(self.dt[0][..., None] * self.A)
+
+    def states(self, h: torch.Tensor, reuse_x: bool = False) -> torch.Tensor:
+        """h_t for every frame of the chunk, from the state h before it."""
+        T = self.T
+        if self.closed:
+            w = self.x.mul_(self.Einv) if reuse_x else self.x * self.Einv
+            w[0].addcmul_(self.first_decay(), h)
+            return torch.matmul(self.tril, w.view(T, -1)).view_as(w).mul_(self.E)
+        hs = self.x if reuse_x else self.x.clone()
+        hs[0].addcmul_(self.decay[0], h)
+        return _hillis_steele(self.decay[1:], hs, reverse=False)
+
+    def adjoint(self, gy: torch.Tensor) -> torch.Tensor:
+        """g_t = gy_t + exp(Δ_{t+1} A) g_{t+1} within the chunk (gy is overwritten)."""
+        T = self.T
+        if self.closed:
+            gy.mul_(self.E)
+            return torch.matmul(self.tril.t(), gy.view(T, -1)).view_as(gy).mul_(self.Einv)
+        return _hillis_steele(self.decay[1:], gy, reverse=True)
+
+
+def _hillis_steele(decay: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """In-place linear scan on x (T, ...) in log2(T) vectorised steps.
+
+    Forward:  x_t <- x_t + decay[t-1] x_{t-1}   (decay[t-1] = exp(Δ_t A), t >= 1)
+    Reverse:  x_t <- x_t + decay[t] x_{t+1}     (decay[t] = exp(Δ_{t+1} A), t <= T-2)
+    """
+    T = x.shape[0]
+    a = decay.clone()  # a[i] links frames i and i+1; accumulates products over 2^j links
+    k = 1
+    while k < T:
+        if reverse:
+            x[: T - k] += a[: T - k] * x[k:]
+            if 2 * k < T:
+                a[: T - 2 * k] = a[: T - 2 * k] * a[k : T - k]
+        else:
+            x[k:] += a[k - 1 :] * x[: T - k]
+            if 2 * k < T:
+                a[2 * k - 1 :] = a[2 * k - 1 :] * a[k - 1 : T - 1 - k]
+        k *= 2
+    return x
 
 
 def _bcast(G: torch.Tensor, d: int) -> torch.Tensor:
@@ -129,7 +166,7 @@ def _contract(h: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Σ_n h[t, b, c, n] · G[t, b, group(c), n] -> (T, b, d)."""
     T, b, d, N = h.shape
     g = G.shape[2]
-    return torch.einsum("tbgcn,tbgn->tbgc", h.view(T, b, g, d // g, N), G).reshape(T, b, d)
+    return torch.matmul(h.view(T, b, g, d // g, N), G.unsqueeze(-1)).view(T, b, d)
 
 
 def _group_sum(h: torch.Tensor, w: torch.Tensor, g: int) -> torch.Tensor:
@@ -139,55 +176,42 @@ def _group_sum(h: torch.Tensor, w: torch.Tensor, g: int) -> torch.Tensor:
     return out.view(T, b, g, N)
 
 
-def _plan_chunks(dt: torch.Tensor, A: torch.Tensor, chunk: int) -> List[Tuple[int, int]]:
-    """Chunk boundaries such that max|A| · Σ_{k=t0+1}^{t1-1} Δ_k <= M in every chunk.
+Plan = List[Tuple[int, int, bool]]
 
-    dt: (L, b, d) time-major step sizes (>= 0 expected; negative Δ only loosens nothing).
+
+def _plan_chunks(dt: torch.Tensor, A: torch.Tensor, chunk: int) -> Plan:
+    """Chunks (t0, t1, closed): closed iff max|A| · Σ_{k=t0+1}^{t1-1} |Δ_k| <= limit.
+
+    dt: (L, b, d) time-major step sizes.
     """
     L = dt.shape[0]
-    limit = _MAX_LOG_RANGE[dt.dtype]
-    a_max = A.abs().amax(dim=1)  # (d,)
+    starts = torch.arange(0, L, chunk)
+    ends = torch.clamp(starts + chunk, max=L)
     prefix = torch.cumsum(F.pad(dt.abs().double(), (0, 0, 0, 0, 1, 0)), 0)  # prefix[i] = Σ_{k<i} |Δ_k|
-    bounds = list(range(0, L, chunk)) + [L]
-
-    def worst(t0: torch.Tensor, t1: torch.Tensor) -> List[float]:
-        span = prefix[t1] - prefix[torch.clamp(t0 + 1, max=L)]  # Σ over t0+1 .. t1-1
-        return (span * a_max).flatten(1).amax(dim=1).tolist()
-
-    todo = list(zip(bounds[:-1], bounds[1:]))
-    plan: List[Tuple[int, int]] = []
-    while todo:
-        starts = torch.tensor([t0 for t0, _ in todo])
-        ends = torch.tensor([t1 for _, t1 in todo])
-        nxt = []
-        for (t0, t1), r in zip(todo, worst(starts, ends)):
-            if r <= limit or t1 - t0 == 1:
-                plan.append((t0, t1))
-            else:
-                mid = (t0 + t1) // 2
-                nxt += [(t0, mid), (mid, t1)]
-        todo = nxt
-    return sorted(plan)
+    span = prefix[ends] - prefix[torch.minimum(starts + 1, ends)]  # (chunks, b, d)
+    worst = (span * A.abs().amax(dim=1)).flatten(1).amax(dim=1)
+    closed = (worst <= _MAX_LOG_RANGE[dt.dtype]).tolist()
+    return list(zip(starts.tolist(), ends.tolist(), closed))
 
 
-def _scan_forward(uu, dt, A, Bt, Ct, h, plan, keep_states: bool):
+def _tril(plan: Plan, like: torch.Tensor) -> torch.Tensor:
+    T = max(t1 - t0 for t0, t1, _ in plan)
+    return torch.ones(T, T, dtype=like.dtype, device=like.device).tril_()
+
+
+def _scan_forward(uu, dt, A, Bt, Ct, h, plan: Plan, keep_states: bool):
     """Run all chunks; returns y (L, b, d), last state, and the chunk start states if kept."""
     L, b, d = uu.shape
     y = uu.new_empty(L, b, d)
     tril = _tril(plan, uu)
     starts = []
-    for t0, t1 in plan:
+    for t0, t1, closed in plan:
         if keep_states:
             starts.append(h)
-        hs = _chunk_states(h, uu[t0:t1], dt[t0:t1], A, Bt[t0:t1], tril)
+        hs = _Chunk(uu[t0:t1], dt[t0:t1], A, Bt[t0:t1], closed, tril).states(h, reuse_x=True)
         y[t0:t1] = _contract(hs, Ct[t0:t1])
-        h = hs[-1].clone()  # not a view: keeps the chunk's states collectable
+        h = hs[-1].clone()  # not a view: lets the chunk's states be freed
     return y, h, starts
-
-
-def _tril(plan: List[Tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
-    T = max(t1 - t0 for t0, t1 in plan)
-    return torch.ones(T, T, dtype=like.dtype, device=like.device).tril_()
 
 
 class _SelectiveScanFn(torch.autograd.Function):
@@ -206,28 +230,27 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         uu, dt, A, Bt, Ct, *starts = ctx.saved_tensors
         L, b, d = uu.shape
-        gB_, gC_ = Bt.shape[2], Ct.shape[2]
         du, ddt = torch.empty_like(uu), torch.empty_like(dt)
         dB, dC = torch.empty_like(Bt), torch.empty_like(Ct)
         dA = torch.zeros_like(A)
         dy = torch.zeros_like(uu) if dy is None else dy
-        carry = torch.zeros_like(starts[0]) if dlast is None else dlast.clone()  # dL/dh_{t1-1}
+        carry = torch.zeros_like(starts[0]) if dlast is None else dlast.clone()  # dL/dh at chunk end
         tril = _tril(ctx.plan, uu)
-        for (t0, t1), h in zip(reversed(ctx.plan), reversed(starts)):
-            sl, T = slice(t0, t1), t1 - t0
-            hs, x, E, Einv = _chunk_states(h, uu[sl], dt[sl], A, Bt[sl], tril, for_backward=True)
-            gy = _bcast(Ct[sl], d) * dy[sl][..., None]
+        for (t0, t1, closed), h in zip(reversed(ctx.plan), reversed(starts)):
+            sl = slice(t0, t1)
+            chunk = _Chunk(uu[sl], dt[sl], A, Bt[sl], closed, tril)
+            hs = chunk.states(h)
+            gy = _bcast(Ct[sl], d) * dy[sl][..., None]  # ∂L/∂h_t through y_t
             gy[-1] += carry
-            # g_t = exp(-R_t) Σ_{s>=t} exp(R_s) gy_s  (reverse cumulative sum: upper triangle)
-            g = torch.matmul(tril[:T, :T].t(), gy.mul_(E).reshape(T, -1)).view_as(gy).mul_(Einv)
-            carry = torch.exp(dt[t0][..., None] * A) * g[0]
-            q = g * (hs - x)  # dL/da_t, a_t = Δ_t A
+            g = chunk.adjoint(gy)  # ∂L/∂h_t
+            carry = chunk.first_decay() * g[0]
+            q = g * (hs - chunk.x)  # ∂L/∂(Δ_t A) = g_t · exp(Δ_t A) h_{t-1}
             gB = _contract(g, Bt[sl])  # Σ_n g B
             du[sl] = dt[sl] * gB
             ddt[sl] = uu[sl] * gB + (q * A).sum(-1)
-            dA += torch.einsum("tbcn,tbc->cn", q, dt[sl])
-            dB[sl] = _group_sum(g, dt[sl] * uu[sl], gB_)
-            dC[sl] = _group_sum(hs, dy[sl], gC_)
+            dA += (q.mul_(dt[sl][..., None])).sum((0, 1))
+            dB[sl] = _group_sum(g, dt[sl] * uu[sl], Bt.shape[2])
+            dC[sl] = _group_sum(hs, dy[sl], Ct.shape[2])
         return du, ddt, dA, dB, dC, carry, None
 
 

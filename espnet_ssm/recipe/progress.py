@@ -3,7 +3,7 @@
 Reads log lines on stdin (``tail -F exp/.../train.log | helper.py progress``) and prints the model
 size, each epoch start, each epoch's main numbers and the end of training, e.g.::
 
-    [train] epoch 3/10: train loss=41.2 | valid loss=35.0 cer_ctc=0.21 | 52.3 s
+    [train] epoch 3/10: train loss=41.2 | valid loss=35.0 cer_ctc=0.21 | 1 minute and 52 seconds
 """
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def summarise(line: str, max_epoch: Optional[int]) -> Optional[str]:
         parts = []
         for section in ("train", "valid"):
             stats = r.get(section, {})
-            shown = " ".join(f"{k}={stats[k]}" for k in SHOWN if k in stats)
+            shown = " ".join(f"{k}={stats[k]}" for k in SHOWN if stats.get(k, "nan") != "nan")
             if shown:
                 parts.append(f"{section} {shown}")
-        time = r.get("train", {}).get("train_time") or r.get("time", {}).get("time", "")
+        time = r.get("train", {}).get("time", "")
         epoch = f"{m.group(1)}/{max_epoch}" if max_epoch else m.group(1)
         return f"epoch {epoch}: " + " | ".join(parts) + (f" | {time}" if time else "")
     for marker in ("The training was resumed", "The training was finished", "There are no improvements"):

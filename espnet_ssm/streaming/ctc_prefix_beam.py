@@ -22,8 +22,8 @@ frame's beam, so chunked input gives the same result as the whole utterance.
 
 Prefixes are nodes of a trie (token, frame, parent), so extending one costs O(1) however long
 the transcript: an hour of audio is decoded in time linear in its length. Each node records the
-last frame at which emitting its token brought more probability to the labelling than all its
-other paths together (the frame the token "fires" at): time stamps for free.
+frame of the most probable single emission of its token seen while the node was in the beam
+(the frame the token "fires" at): time stamps for free.
 """
 from __future__ import annotations
 
@@ -46,11 +46,12 @@ def log_add(*xs: float) -> float:
 class PrefixNode:
     """A trie node: the labelling of its parent followed by ``token`` (root: the empty one)."""
 
-    __slots__ = ("token", "frame", "parent", "length")
+    __slots__ = ("token", "frame", "parent", "length", "emission")
 
     def __init__(self, token: int, frame: int, parent: Optional["PrefixNode"]):
         self.token, self.frame, self.parent = token, frame, parent
         self.length = 0 if parent is None else parent.length + 1
+        self.emission = NEG_INF  # log probability of the most probable emission of ``token``
 
     def path(self) -> List["PrefixNode"]:
         """Nodes from the first token to this one (the root excluded)."""
@@ -147,19 +148,16 @@ class StreamingCTCPrefixBeamSearch:
         # Children already in the beam: extending their parent must merge into them.
         children = {(id(h.node.parent), h.node.token): h.node for h in self.beam
                     if h.node.parent is not None}
-        # node -> [p_b, p_nb, best extension at this frame, sum of the other contributions]
-        acc: Dict[PrefixNode, List[float]] = {}  # insertion-ordered: deterministic
+        acc: Dict[PrefixNode, List[float]] = {}  # node -> [p_b, p_nb]; insertion-ordered
 
         def add(node: PrefixNode, blank_end: bool, logp: float, extension: bool) -> None:
             e = acc.get(node)
             if e is None:
-                e = acc[node] = [NEG_INF, NEG_INF, NEG_INF, NEG_INF]
+                e = acc[node] = [NEG_INF, NEG_INF]
             i = 0 if blank_end else 1
             e[i] = log_add(e[i], logp)
-            if extension:
-                e[2] = max(e[2], logp)
-            else:
-                e[3] = log_add(e[3], logp)
+            if extension and logp > node.emission:  # the token fires here more than before
+                node.emission, node.frame = logp, t
 
         candidates = self._candidates(row)
         for hyp in self.beam:
@@ -179,11 +177,6 @@ class StreamingCTCPrefixBeamSearch:
                     add(child, False, hyp.log_pb + y, True)
                 else:
                     add(child, False, total + y, True)
-        for node, e in acc.items():
-            # A labelling whose mass now comes mostly from emitting its token at this frame
-            # is stamped with this frame (its earlier, improbable emissions are forgotten).
-            if e[2] > e[3]:
-                node.frame = t
         hyps = [PrefixHyp(n, e[0], e[1]) for n, e in acc.items()]
         hyps = [h for h in hyps if h.log_prob > NEG_INF]  # impossible labellings
         hyps.sort(key=lambda h: -self.rank_score(h))  # stable: ties keep insertion order

@@ -60,7 +60,8 @@ class CTCSearch:
         beam_size: 1 for greedy decoding, else the prefix beam width.
         nbest: hypotheses returned.
         length_bonus: per-token bonus of the prefix beam search.
-        token_beam: tokens tried per frame by the beam search (None: all).
+        token_beam: tokens tried per frame by the beam search (default: ``beam_size``; the
+            vocabulary size tries all).
     """
 
     def __init__(self, blank: int, beam_size: int = 1, nbest: int = 1,
@@ -75,7 +76,9 @@ class CTCSearch:
         if beam_size == 1:
             self.search = StreamingCTCGreedy(blank)
         else:
-            self.search = StreamingCTCPrefixBeamSearch(beam_size, blank, length_bonus, token_beam)
+            self.search = StreamingCTCPrefixBeamSearch(
+                beam_size, blank, length_bonus, token_beam if token_beam else beam_size
+            )
 
     def reset(self) -> None:
         """Start a new utterance."""

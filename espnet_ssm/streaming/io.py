@@ -120,6 +120,18 @@ def ctm_lines(key: str, result: Recognition) -> List[str]:
     return [f"{key} 1 {w.start:.2f} {w.end - w.start:.2f} {w.word}" for w in result.words]
 
 
+def inference_parser(description: str, beam_size: int) -> argparse.ArgumentParser:
+    """ESPnet-style parser (``--config`` YAML) with the options every inference CLI shares."""
+    from espnet2.utils import config_argparse
+
+    parser = config_argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_io_arguments(parser)
+    add_search_arguments(parser, beam_size)
+    return parser
+
+
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by the inference command lines (named as in ESPnet's)."""
     parser.add_argument("--log_level", type=lambda x: x.upper(), default="INFO",

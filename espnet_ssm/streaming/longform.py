@@ -32,9 +32,8 @@ from espnet_ssm.streaming.speech2text import (
     PathLike,
     StreamingSpeech2Text,
     empty_recognition,
-    load_asr_model,
+    prepare_model,
 )
-from espnet_ssm.streaming.text import TokenText
 
 MODES = ("auto", "stream", "offline")
 
@@ -82,18 +81,10 @@ class LongFormSpeech2Text:
             raise ValueError(f"mode={mode!r}: choose one of {list(MODES)}")
         if chunk_seconds <= 0 or ctc_slice_frames <= 0:
             raise ValueError("chunk_seconds and ctc_slice_frames must be > 0")
-        args = None
-        if asr_model is None:
-            if asr_train_config is None:
-                raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
-            asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
-        self.asr_model = asr_model.to(device).eval()
-        if asr_model.ctc is None:
-            raise ValueError("long-form recognition needs a model with a CTC head")
-        if token_type is None and args is not None:
-            token_type = args.token_type
-        if bpemodel is None and args is not None:
-            bpemodel = args.bpemodel
+        asr_model, text = prepare_model(
+            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
+        )
+        self.asr_model = asr_model
         if mode == "auto":
             mode = "stream" if streams(asr_model.encoder) else "offline"
         self.mode = mode
@@ -103,16 +94,13 @@ class LongFormSpeech2Text:
         self.ctc_slice_frames = ctc_slice_frames
         if mode == "stream":
             self.streamer = StreamingSpeech2Text(
-                asr_model=asr_model, token_type=token_type, bpemodel=bpemodel,
+                asr_model=asr_model, token_type=text.token_type, bpemodel=text.bpemodel,
                 beam_size=beam_size, length_bonus=length_bonus, token_beam=token_beam,
                 device=device,
             )
         else:
-            self.text = TokenText(asr_model.token_list, token_type, bpemodel)
-            self.search = CTCSearch(
-                asr_model.blank_id, beam_size, 1, length_bonus,
-                token_beam if token_beam is not None else (None if beam_size == 1 else beam_size),
-            )
+            self.text = text
+            self.search = CTCSearch(asr_model.blank_id, beam_size, 1, length_bonus, token_beam)
             self.frame_seconds = (
                 subsampling_factor(asr_model.encoder) * asr_model.frontend.hop_length
                 / self.sample_rate

@@ -22,10 +22,9 @@ others raise :class:`StreamingNotSupported` here and can still use long-form rec
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 
@@ -51,6 +50,30 @@ def load_asr_model(
     model, args = SSMASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
     model.eval()
     return model, args
+
+
+def prepare_model(
+    asr_train_config: Optional[PathLike],
+    asr_model_file: Optional[PathLike],
+    asr_model: Optional[torch.nn.Module],
+    token_type: Optional[str],
+    bpemodel: Optional[str],
+    device: str,
+) -> Tuple[torch.nn.Module, TokenText]:
+    """The model (loaded from files unless given) in eval mode on ``device``, and its text
+    converter (token type and sentencepiece model default to the training config's)."""
+    args = None
+    if asr_model is None:
+        if asr_train_config is None:
+            raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
+        asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
+    if asr_model.ctc is None:
+        raise ValueError("CTC decoding needs a model with a CTC head (ctc_weight > 0)")
+    if token_type is None and args is not None:
+        token_type = args.token_type
+    if bpemodel is None and args is not None:
+        bpemodel = args.bpemodel
+    return asr_model.to(device).eval(), TokenText(asr_model.token_list, token_type, bpemodel)
 
 
 def empty_recognition() -> Recognition:
@@ -90,29 +113,15 @@ class StreamingSpeech2Text:
         token_beam: Optional[int] = None,
         device: str = "cpu",
     ):
-        args = None
-        if asr_model is None:
-            if asr_train_config is None:
-                raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
-            asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
-        self.asr_model = asr_model.to(device).eval()
-        self.asr_train_args: Optional[argparse.Namespace] = args
+        asr_model, self.text = prepare_model(
+            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
+        )
+        self.asr_model = asr_model
         self.device = device
-        if token_type is None and args is not None:
-            token_type = args.token_type
-        if bpemodel is None and args is not None:
-            bpemodel = args.bpemodel
-        self.text = TokenText(asr_model.token_list, token_type, bpemodel)
-
-        if asr_model.ctc is None:
-            raise ValueError("streaming decoding needs a model with a CTC head (ctc_weight > 0)")
         check_streamable(asr_model.encoder)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
         self.encoder = EncoderStream(asr_model.encoder, device)
-        self.search = CTCSearch(
-            asr_model.blank_id, beam_size, nbest, length_bonus,
-            token_beam if token_beam is not None else (None if beam_size == 1 else beam_size),
-        )
+        self.search = CTCSearch(asr_model.blank_id, beam_size, nbest, length_bonus, token_beam)
         self.rescorer = None
         if ctc_weight < 1.0:
             if asr_model.decoder is None:

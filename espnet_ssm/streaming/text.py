@@ -39,6 +39,7 @@ class TokenText:
     def __init__(self, token_list: Sequence[str], token_type: Optional[str],
                  bpemodel: Optional[str] = None):
         self.token_type = token_type
+        self.bpemodel = bpemodel
         self.converter = TokenIDConverter(token_list=list(token_list))
         if token_type is None:
             self.tokenizer = None

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Paper-scale encoders vs ESPnet's Conformer: parameters, forward time and peak memory on CPU.
+
+Prints three tables:
+
+1. parameters of every paper-scale config in ``conf/tuning/`` (encoder alone, and the whole
+   CTC/attention model with a 5000-token vocabulary, the LibriSpeech recipe's BPE size);
+2. forward time of each encoder (batch 1, ``no_grad``, eval mode, 80-dim features at 100
+   frames/s) on 10 s / 60 s / 240 s inputs, and its ratio to the Conformer's;
+3. peak memory of the same runs: each (encoder, duration) runs in a fresh subprocess whose
+   ``ru_maxrss`` is its peak resident memory; "activations" is that peak minus the resident
+   memory right after the encoder was built (weights, libraries).
+
+Targets from the project: within 1.5x of the Conformer's time at 10 s; attention-free MH-SSM
+at least 5x faster than the Conformer at 240 s.
+
+Usage::
+
+    python benchmarks/bench_encoders.py                 # 10/60/240 s, 3 timed runs each
+    python benchmarks/bench_encoders.py --quick         # 10/60 s, 1 timed run
+    python benchmarks/bench_encoders.py --params-only   # just the parameter table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+TUNING = REPO / "conf" / "tuning"
+# name -> paper-scale config; the first is the reference of every ratio.
+CONFIGS = {
+    "conformer": "train_asr_conformer.yaml",
+    "mh_ssm": "train_asr_mh_ssm.yaml",
+    "stateformer": "train_asr_stateformer.yaml",
+    "speech_mamba": "train_asr_speech_mamba.yaml",
+    "ssm_conformer": "train_asr_ssm_conformer.yaml",
+    "ssm_conformer_online": "train_asr_ssm_conformer_online.yaml",
+    "e_branchformer": "train_asr_e_branchformer.yaml",
+}
+REFERENCE = "conformer"
+FEATURE_DIM = 80
+FRAMES_PER_SECOND = 100
+
+
+def load_config(name: str) -> dict:
+    import yaml
+
+    with open(TUNING / CONFIGS[name]) as f:
+        return yaml.safe_load(f)
+
+
+def build_encoder(name: str):
+    """The config's encoder alone, built the way ESPnet's ASR task builds it."""
+    import espnet_ssm  # noqa: F401  (registers our encoders)
+    from espnet2.tasks.asr import encoder_choices
+
+    config = load_config(name)
+    cls = encoder_choices.get_class(config["encoder"])
+    return cls(input_size=FEATURE_DIM, **config.get("encoder_conf", {}))
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
+    """One measurement in this (fresh) process; returns times and memory."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    encoder = build_encoder(name).eval()
+    built_mb = current_rss_mb()
+    frames = int(seconds * FRAMES_PER_SECOND)
+    x = torch.randn(1, frames, FEATURE_DIM)
+    lengths = torch.tensor([frames])
+    times = []
+    with torch.no_grad():
+        warm = min(frames, 1000)  # first-call costs, without doubling the long runs
+        encoder(x[:, :warm], torch.tensor([warm]))
+        for _ in range(reps):
+            start = time.perf_counter()
+            encoder(x, lengths)
+            times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"time_s": min(times), "peak_mb": peak_mb, "activations_mb": peak_mb - built_mb}
+
+
+def measure(name: str, seconds: float, reps: int, threads: int, timeout: float) -> Optional[dict]:
+    """Run :func:`worker` in a subprocess; None when it fails (e.g. out of memory)."""
+    cmd = [
+        sys.executable, __file__, "--_worker", name, str(seconds), str(reps), str(threads)
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {name} {seconds:g} s: timed out after {timeout:g} s", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        print(f"  {name} {seconds:g} s: failed (rc {proc.returncode}): {tail[0]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def parameter_table(names: List[str]) -> str:
+    """Encoder and whole-model parameter counts (millions), from the configs."""
+    import espnet_ssm  # noqa: F401
+    from espnet_ssm.tasks import SSMASRTask
+
+    rows = ["| model | config | encoder params (M) | model params, 5000 BPE (M) |",
+            "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens.txt"
+        tokens.write_text(
+            "\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(4997)] + ["<sos/eos>"])
+        )
+        for name in names:
+            args = SSMASRTask.get_parser().parse_args(
+                ["--config", str(TUNING / CONFIGS[name]), "--token_list", str(tokens),
+                 "--output_dir", tmp]
+            )
+            model = SSMASRTask.build_model(args)
+            enc = sum(p.numel() for p in model.encoder.parameters()) / 1e6
+            total = sum(p.numel() for p in model.parameters()) / 1e6
+            rows.append(f"| {name} | conf/tuning/{CONFIGS[name]} | {enc:.2f} | {total:.2f} |")
+            del model
+    return "\n".join(rows)
+
+
+def ratio(value: Optional[float], ref: Optional[float]) -> str:
+    return f"{value / ref:.2f}x" if value is not None and ref else "n/a"
+
+
+def results_tables(results: Dict[str, Dict[float, Optional[dict]]], durations: List[float]) -> str:
+    head = "| model | " + " | ".join(f"{d:g} s | ratio" for d in durations) + " |"
+    sep = "|---|" + "---|---|" * len(durations)
+    out = []
+    for title, key, fmt in (
+        ("Forward time (s), batch 1, no_grad; ratio = model / conformer", "time_s", "{:.3f}"),
+        ("Peak resident memory (MB); ratio = model / conformer", "peak_mb", "{:.0f}"),
+        ("Activation memory (MB) = peak - after build; ratio = model / conformer",
+         "activations_mb", "{:.0f}"),
+    ):
+        out += ["", f"### {title}", "", head, sep]
+        for name, per in results.items():
+            cells = []
+            for d in durations:
+                r, ref = per.get(d), results.get(REFERENCE, {}).get(d)
+                v = r[key] if r else None
+                cells += [fmt.format(v) if v is not None else "failed",
+                          ratio(v, ref[key] if ref else None)]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10 s and 60 s, one timed run")
+    parser.add_argument("--durations", type=float, nargs="+", default=None,
+                        help="input durations in seconds (default 10 60 240)")
+    parser.add_argument("--models", nargs="+", default=[n for n in CONFIGS if n != "e_branchformer"],
+                        choices=list(CONFIGS), help="configs to measure (conformer is the reference)")
+    parser.add_argument("--reps", type=int, default=None, help="timed runs (the minimum is kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--params-only", action="store_true", help="only the parameter table")
+    parser.add_argument("--_worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._worker:
+        name, seconds, reps, threads = args._worker
+        print(json.dumps(worker(name, float(seconds), int(reps), int(threads))))
+        return
+
+    models = list(dict.fromkeys([REFERENCE] + args.models))
+    print("## Parameters\n")
+    print(parameter_table(models))
+    if args.params_only:
+        return
+    durations = args.durations or ([10, 60] if args.quick else [10, 60, 240])
+    reps = args.reps or (1 if args.quick else 3)
+    print(f"\n## Speed and memory ({args.threads} thread(s), min of {reps} run(s))")
+    results: Dict[str, Dict[float, Optional[dict]]] = {n: {} for n in models}
+    for d in durations:
+        for name in models:
+            results[name][d] = measure(name, d, reps, args.threads, args.timeout)
+            print(f"  measured {name} {d:g} s: {results[name][d]}", file=sys.stderr, flush=True)
+    print(results_tables(results, durations))
+
+
+if __name__ == "__main__":
+    main()

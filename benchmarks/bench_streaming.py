@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Streaming and long-form benchmarks (issue 6). Prints markdown tables.
+
+    python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
+    python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
+        [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
+    python benchmarks/bench_streaming.py wer --exp_dir egs2/librispeech/asr1/exp/<asr exp> \\
+        --data_dir egs2/librispeech/asr1/data/test_synth [--long_dir <...>_long45]
+
+streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for the causal
+encoders on one CPU thread. Latency per chunk is the compute time of one call (the audio
+itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
+right context).
+
+longform: one-pass recognition (LongFormSpeech2Text, CTC greedy) of 1/10/60-minute recordings
+for each encoder at equal size (12 blocks, d = 256, 4 heads, 1024 feed-forward units), ESPnet's
+Conformer included (through its own offline path, which is O(T^2)). Each run is a separate
+process with an address-space cap (``--mem_cap_gb``) and a time cap; peak memory is the
+process's maximum resident set size. Runs that hit a cap are reported as such.
+
+wer: WER of a trained model on original utterances vs the concatenated 45-60 s recordings.
+
+Models are randomly initialised for timing (speed does not depend on the weights); the audio is
+synthetic (tones in noise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+FS = 16000
+VOCAB = 5000  # LibriSpeech's BPE vocabulary size: the CTC head's cost is realistic
+
+COMMON = dict(output_size=256, linear_units=1024, num_blocks=12, input_layer="conv2d")
+ENCODERS: Dict[str, Tuple[str, dict]] = {
+    "mh_ssm (causal)": ("mh_ssm", dict(COMMON, num_heads=4, causal=True, bidirectional=False)),
+    "mh_ssm (bidirectional)": ("mh_ssm", dict(COMMON, num_heads=4)),
+    "ssm_conformer (causal, left 64)": (
+        "ssm_conformer", dict(COMMON, attention_heads=4, causal=True, attention_left_context=64)),
+    "ssm_conformer (full attention)": ("ssm_conformer", dict(COMMON, attention_heads=4)),
+    "stateformer": ("stateformer", dict(COMMON, attention_heads=4, num_heads=4)),
+    "speech_mamba": ("speech_mamba", dict(COMMON, attention_heads=4)),
+    "conformer (ESPnet)": ("conformer", dict(
+        COMMON, attention_heads=4, normalize_before=True, macaron_style=True,
+        rel_pos_type="latest", pos_enc_layer_type="rel_pos",
+        selfattention_layer_type="rel_selfattn", activation_type="swish",
+        use_cnn_module=True, cnn_module_kernel=31)),
+}
+STREAMING = ["mh_ssm (causal)", "ssm_conformer (causal, left 64)"]
+
+
+def build_model(encoder: str, encoder_conf: dict, workdir: Path):
+    """A randomly initialised ASR model (CTC only, global MVN) built by SSMASRTask."""
+    import numpy as np
+    import yaml
+
+    from espnet_ssm.tasks import SSMASRTask
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokens = workdir / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(VOCAB - 3)]
+                                + ["<sos/eos>"]) + "\n")
+    stats = workdir / "feats_stats.npz"
+    np.savez(stats, count=np.array(1000.0), sum=np.full(80, -5000.0),
+             sum_square=np.full(80, 34000.0))
+    conf = workdir / "train.yaml"
+    conf.write_text(yaml.safe_dump(dict(
+        encoder=encoder, encoder_conf=encoder_conf, decoder="none", model_conf=dict(ctc_weight=1.0),
+        frontend_conf=dict(n_fft=512, hop_length=160), normalize="global_mvn",
+        normalize_conf=dict(stats_file=str(stats)), token_list=str(tokens), token_type="word",
+    )))
+    SSMASRTask.main(cmd=["--config", str(conf), "--dry_run", "true", "--iterator_type", "none",
+                         "--output_dir", str(workdir / "exp")])
+    model, _ = SSMASRTask.build_model_from_file(workdir / "exp" / "config.yaml", None, "cpu")
+    return model.eval()
+
+
+def synthetic_audio(seconds: float, seed: int = 0):
+    """Tones in noise, float32 in [-1, 1]."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * FS)
+    out = torch.empty(n)
+    step = FS * 60  # build it a minute at a time: no big temporaries
+    for a in range(0, n, step):
+        t = torch.arange(a, min(a + step, n), dtype=torch.float64) / FS
+        tone = 0.2 * torch.sin(2 * math.pi * (300 + 200 * torch.sin(0.5 * t)) * t)
+        out[a : a + len(t)] = (tone + 0.05 * torch.randn(len(t), generator=g,
+                                                          dtype=torch.float64)).float()
+    return out
+
+
+def percentile(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def bench_streaming(args: argparse.Namespace) -> None:
+    import torch
+
+    from espnet_ssm.streaming import StreamingSpeech2Text
+
+    torch.set_num_threads(1)
+    audio = synthetic_audio(args.seconds)
+    print(f"\n### Streaming (CTC greedy, 1 CPU thread, {args.seconds:g} s of audio)\n")
+    print("| encoder | params | chunk | RTF | latency/chunk mean | p95 | max |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.encoders or STREAMING:
+            encoder, conf = ENCODERS[name]
+            model = build_model(encoder, conf, Path(tmp) / encoder)
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            s2t = StreamingSpeech2Text(asr_model=model, token_type="word", beam_size=1)
+            for ms in args.chunks_ms:
+                chunk = FS * ms // 1000
+                s2t.recognize(audio[: FS * 2], chunk)  # warm-up
+                lat = []
+                t0 = time.perf_counter()
+                n = audio.numel()
+                for start in range(0, n, chunk):
+                    c0 = time.perf_counter()
+                    s2t(audio[start : start + chunk], is_final=start + chunk >= n)
+                    lat.append(1000 * (time.perf_counter() - c0))
+                rtf = (time.perf_counter() - t0) / args.seconds
+                print(f"| {name} | {params:.1f} M | {ms} ms | {rtf:.3f} | "
+                      f"{sum(lat) / len(lat):.1f} ms | {percentile(lat, 0.95):.1f} ms | "
+                      f"{max(lat):.1f} ms |", flush=True)
+
+
+def longform_worker(name: str, minutes: float, mode: str, threads: int) -> None:
+    """One long-form run in this process; prints a JSON line."""
+    import torch
+
+    from espnet_ssm.streaming import LongFormSpeech2Text
+
+    torch.set_num_threads(threads)
+    encoder, conf = ENCODERS[name]
+    result = {"status": "ok"}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(encoder, conf, Path(tmp))
+        audio = synthetic_audio(60 * minutes)
+        try:
+            s2t = LongFormSpeech2Text(asr_model=model, token_type="word", mode=mode)
+            result["mode"] = s2t.mode
+            t0 = time.perf_counter()
+            rec = s2t(audio)
+            result["seconds"] = time.perf_counter() - t0
+            result["tokens"] = len(rec.token_ids)
+        except (MemoryError, RuntimeError) as e:  # the allocator's "can't allocate memory"
+            if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
+                raise
+            result = {"status": "out of memory", "error": str(e).splitlines()[0][:120]}
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def bench_longform(args: argparse.Namespace) -> None:
+    print(f"\n### Long-form, one pass (CTC greedy, {args.threads} CPU thread(s); caps: "
+          f"{args.mem_cap_gb:g} GB address space, {args.time_cap_s} s per run)\n")
+    print("| encoder | mode | " + " | ".join(f"{m:g} min: time / peak mem" for m in args.minutes)
+          + " | time(60)/time(10) |")
+    print("|---|---|" + "---|" * len(args.minutes) + "---|")
+    for name in args.encoders or list(ENCODERS):
+        cells, times, mode = [], {}, "?"
+        failed = False
+        for m in args.minutes:
+            if failed:  # a longer recording cannot fare better
+                cells.append("not run")
+                continue
+            res = run_capped(name, m, args)
+            mode = res.get("mode", mode)
+            if res["status"] == "ok":
+                times[m] = res["seconds"]
+                cells.append(f"{res['seconds']:.1f} s (RTF {res['seconds'] / (60 * m):.3f}) / "
+                             f"{res['peak_rss_gb']:.2f} GB")
+            else:
+                failed = True
+                cells.append(f"{res['status']} ({res.get('peak_rss_gb', float('nan')):.1f} GB)")
+        ratio = f"{times[60] / times[10]:.2f}" if 60 in times and 10 in times else "n/a"
+        print(f"| {name} | {mode} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+
+
+def run_capped(name: str, minutes: float, args: argparse.Namespace) -> dict:
+    cap = int(args.mem_cap_gb * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    cmd = [sys.executable, __file__, "_worker", "--name", name, "--minutes", str(minutes),
+           "--mode", args.mode, "--threads", str(args.threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit,
+                              timeout=args.time_cap_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": f"over {args.time_cap_s} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:100]
+    return {"status": f"failed: {tail}"}
+
+
+def bench_wer(args: argparse.Namespace) -> None:
+    import jiwer
+
+    from espnet_ssm.recipe.datadir import load_data_dir
+    from espnet_ssm.streaming import LongFormSpeech2Text
+    from espnet_ssm.streaming.io import read_recordings
+
+    exp = Path(args.exp_dir)
+    config = exp / "config.yaml"
+    model_file = exp / args.model_file
+    if not config.is_file() or not model_file.is_file():
+        print(f"no trained model at {exp} ({config.name}, {args.model_file}): WER pending")
+        return
+    s2t = LongFormSpeech2Text(config, model_file, beam_size=args.beam_size)
+    print(f"\n### WER of {exp.name}: original utterances vs concatenated recordings "
+          f"(CTC {'greedy' if args.beam_size == 1 else f'beam {args.beam_size}'}, {s2t.mode})\n")
+    print("| test set | recordings | mean duration | WER |")
+    print("|---|---|---|---|")
+    for data in [Path(args.data_dir), Path(args.long_dir or f"{args.data_dir}_long45")]:
+        if not (data / "wav.scp").is_file():
+            print(f"| {data} | missing | | |")
+            continue
+        refs = load_data_dir(data)["text"]
+        keys, hyps, dur = [], [], 0.0
+        for key, speech, _ in read_recordings(str(data / "wav.scp"), s2t.sample_rate):
+            keys.append(key)
+            hyps.append(s2t(speech).text or "")
+            dur += speech.numel() / s2t.sample_rate
+        wer = jiwer.wer([refs[k] for k in keys], hyps)
+        print(f"| {data.name} | {len(keys)} | {dur / max(len(keys), 1):.1f} s | "
+              f"{100 * wer:.2f} % |", flush=True)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("streaming")
+    s.add_argument("--seconds", type=float, default=30.0)
+    s.add_argument("--chunks_ms", type=int, nargs="+", default=[160, 640])
+    s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
+    lf = sub.add_parser("longform")
+    lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
+    lf.add_argument("--mem_cap_gb", type=float, default=12.0)
+    lf.add_argument("--time_cap_s", type=int, default=1800)
+    lf.add_argument("--threads", type=int, default=1)
+    lf.add_argument("--mode", default="auto", choices=["auto", "stream", "offline"])
+    lf.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
+    w = sub.add_parser("_worker")
+    w.add_argument("--name", required=True)
+    w.add_argument("--minutes", type=float, required=True)
+    w.add_argument("--mode", default="auto")
+    w.add_argument("--threads", type=int, default=1)
+    we = sub.add_parser("wer")
+    we.add_argument("--exp_dir", required=True)
+    we.add_argument("--model_file", default="valid.loss.ave.pth")
+    we.add_argument("--data_dir", required=True)
+    we.add_argument("--long_dir", default=None)
+    we.add_argument("--beam_size", type=int, default=1)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    if args.cmd == "streaming":
+        bench_streaming(args)
+    elif args.cmd == "longform":
+        bench_longform(args)
+    elif args.cmd == "_worker":
+        longform_worker(args.name, args.minutes, args.mode, args.threads)
+    else:
+        bench_wer(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The demo: this recipe's stages 1-14, unchanged, on a small synthetic corpus in LibriSpeech's
+# own layout (espeak-ng voices; the test voices do not occur in training), with a small
+# espnet-ssm encoder on the CPU. Ends with the error-rate tables, example transcripts and where
+# the packed model and the training curves are.
+#
+#   cd egs2/librispeech/asr1 && ./demo.sh          (what `make demo` runs)
+set -e
+set -u
+set -o pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+SECONDS=0
+
+stage=1            # recipe stage to start from (the corpus is made first; a finished one is reused)
+stop_stage=14      # last recipe stage
+corpus_dir=demo_corpus # the corpus is written to <corpus_dir>/LibriSpeech/
+sizes="2400 150 300"   # utterances in the train, dev and test parts
+seed=0
+nj=2
+asr_config=conf/demo/train_asr_demo_ssm.yaml
+inference_config=conf/demo/decode_asr_demo.yaml
+token_type=bpe
+nbpe=64
+asr_args=
+
+help_message=$(cat << EOF
+Usage: $0 [options]
+  --stage / --stop_stage  # recipe stages to run (default: ${stage} / ${stop_stage}); the corpus is made first
+  --corpus_dir            # where the synthetic LibriSpeech goes (default: ${corpus_dir})
+  --sizes                 # utterances in train, dev, test (default: "${sizes}")
+  --seed                  # corpus seed (default: ${seed})
+  --nj                    # parallel jobs (default: ${nj})
+  --asr_config            # training config (default: ${asr_config})
+  --inference_config      # decoding config (default: ${inference_config})
+  --token_type / --nbpe   # (default: ${token_type} / ${nbpe})
+  --asr_args              # extra training options, e.g. "--max_epoch 2"
+EOF
+)
+. scripts/utils/parse_options.sh
+if [ $# -ne 0 ]; then
+    echo "${help_message}" 1>&2
+    exit 2
+fi
+. ./path.sh
+
+parts="train-synth dev-synth test-synth"
+log "Synthesising the demo corpus (${sizes} utterances) in ${corpus_dir}/LibriSpeech"
+python3 pyscripts/helper.py synth_corpus "${corpus_dir}" --parts ${parts} --sizes ${sizes} \
+    --seed "${seed}" --nj "${nj}"
+
+asr_tag="$(basename "${asr_config}" .yaml)_raw_en_${token_type}"
+if [ "${token_type}" = bpe ]; then
+    asr_tag+="${nbpe}"
+fi
+./run.sh \
+    --stage "${stage}" \
+    --stop_stage "${stop_stage}" \
+    --ngpu 0 \
+    --nj "${nj}" \
+    --inference_nj "${nj}" \
+    --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth" \
+    --train_set train_synth \
+    --valid_set dev_synth \
+    --test_sets test_synth \
+    --speed_perturb_factors "" \
+    --token_type "${token_type}" \
+    --nbpe "${nbpe}" \
+    --asr_config "${asr_config}" \
+    --asr_args "${asr_args}" \
+    --asr_tag "${asr_tag}" \
+    --inference_config "${inference_config}" \
+    --inference_asr_model valid.loss.ave.pth
+
+python3 pyscripts/helper.py summary --asr_exp "exp/asr_${asr_tag}" --data_feats dump/raw --elapsed "${SECONDS}"
