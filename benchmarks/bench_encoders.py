@@ -8,8 +8,10 @@ Prints three tables:
 2. forward time of each encoder (batch 1, ``no_grad``, eval mode, 80-dim features at 100
    frames/s) on 10 s / 60 s / 240 s inputs, and its ratio to the Conformer's;
 3. peak memory of the same runs: each (encoder, duration) runs in a fresh subprocess whose
-   ``ru_maxrss`` is its peak resident memory; "activations" is that peak minus the resident
-   memory right after the encoder was built (weights, libraries).
+   peak resident memory is read from ``/proc/self/status`` (``VmHWM``, the high-water mark of
+   the process's own address space; ``ru_maxrss`` would inherit the parent's peak across
+   fork + exec); "activations" is that peak minus the resident memory right after the encoder
+   was built (weights, libraries).
 
 Targets from the project: within 1.5x of the Conformer's time at 10 s; attention-free MH-SSM
 at least 5x faster than the Conformer at 240 s.
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -67,10 +68,22 @@ def build_encoder(name: str):
     return cls(input_size=FEATURE_DIM, **config.get("encoder_conf", {}))
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+def proc_status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``: now, ``VmHWM``: peak) in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Restart ``VmHWM`` from the current RSS (Linux: write 5 to clear_refs), if permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # the peak then includes the encoder's construction
 
 
 def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
@@ -80,7 +93,8 @@ def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     encoder = build_encoder(name).eval()
-    built_mb = current_rss_mb()
+    built_mb = proc_status_mb("VmRSS")
+    reset_peak_rss()
     frames = int(seconds * FRAMES_PER_SECOND)
     x = torch.randn(1, frames, FEATURE_DIM)
     lengths = torch.tensor([frames])
@@ -92,7 +106,7 @@ def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
             start = time.perf_counter()
             encoder(x, lengths)
             times.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = proc_status_mb("VmHWM")
     return {"time_s": min(times), "peak_mb": peak_mb, "activations_mb": peak_mb - built_mb}
 
 

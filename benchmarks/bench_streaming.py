@@ -41,15 +41,16 @@ REPO = Path(__file__).resolve().parents[1]
 FS = 16000
 VOCAB = 5000  # LibriSpeech's BPE vocabulary size: the CTC head's cost is realistic
 
-COMMON = dict(output_size=256, linear_units=1024, num_blocks=12, input_layer="conv2d")
+SIZE = dict(output_size=256, num_blocks=12, input_layer="conv2d")
+COMMON = dict(SIZE, linear_units=1024)
 ENCODERS: Dict[str, Tuple[str, dict]] = {
     "mh_ssm (causal)": ("mh_ssm", dict(COMMON, num_heads=4, causal=True, bidirectional=False)),
     "mh_ssm (bidirectional)": ("mh_ssm", dict(COMMON, num_heads=4)),
     "ssm_conformer (causal, left 64)": (
         "ssm_conformer", dict(COMMON, attention_heads=4, causal=True, attention_left_context=64)),
     "ssm_conformer (full attention)": ("ssm_conformer", dict(COMMON, attention_heads=4)),
-    "stateformer": ("stateformer", dict(COMMON, attention_heads=4, num_heads=4)),
-    "speech_mamba": ("speech_mamba", dict(COMMON, attention_heads=4)),
+    "stateformer": ("stateformer", dict(COMMON, attention_heads=4, ssm_heads=4)),
+    "speech_mamba": ("speech_mamba", dict(SIZE, attention_heads=4)),  # no feed-forward
     "conformer (ESPnet)": ("conformer", dict(
         COMMON, attention_heads=4, normalize_before=True, macaron_style=True,
         rel_pos_type="latest", pos_enc_layer_type="rel_pos",

@@ -145,3 +145,95 @@ def test_strict_config_names_the_key_and_suggests():
     msg = str(e.value)
     assert "'num_blokcs'" in msg and "did you mean 'num_blocks'" in msg
     assert "dropout_rate" in msg and "input_size" in msg
+
+
+def _causal_ssm_loop(u, K, D, n):
+    """y_t = sum_{s<=t} K[t-s] u_s + D u_t over the first n frames of one channel."""
+    return [sum(K[t - s] * u[s] for s in range(t + 1)) + D * u[t] for t in range(n)]
+
+
+def _mhssm_loop(layer, x, lengths):
+    """MultiHeadSSM from its definition, in float64 Python loops (S4D kernels taken as given)."""
+    import math
+
+    b_sz, t_max, d = x.shape
+    H = layer.num_heads
+    dh = d // H
+    out = torch.zeros(b_sz, t_max, d, dtype=torch.float64)
+    for b in range(b_sz):
+        n = int(lengths[b])
+        u = [[float(v) for v in x[b, t]] for t in range(n)]
+        if layer.in_proj is not None:
+            W, bias = layer.in_proj.weight, layer.in_proj.bias
+            u = [[sum(W[o, i] * u[t][i] for i in range(d)) + bias[o] for o in range(d)] for t in range(n)]
+        for stage in layer.stages:
+            dirs = [stage.forward_ssm] + ([stage.backward_ssm] if stage.backward_ssm else [])
+            per_dir = []
+            for k, ssm in enumerate(dirs):
+                K = ssm.kernel(t_max).detach()
+                cols = []
+                for c in range(d):
+                    seq = [u[t][c] for t in range(n)]
+                    if k == 1:
+                        seq = seq[::-1]
+                    y = _causal_ssm_loop(seq, K[c], float(ssm.D[c]), n)
+                    cols.append(y[::-1] if k == 1 else y)
+                per_dir.append(cols)  # [c][t]
+            W, bias = stage.head_proj.weight[:, :, 0], stage.head_proj.bias
+            new = [[0.0] * d for _ in range(n)]
+            for t in range(n):
+                for h in range(H):
+                    # head h's input: each direction's channels of head h, side by side
+                    z = [per_dir[k][c][t] for k in range(len(dirs)) for c in range(h * dh, (h + 1) * dh)]
+                    z = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in z]  # GELU
+                    for o in range(h * dh, (h + 1) * dh):
+                        new[t][o] = sum(W[o, i] * z[i] for i in range(len(z))) + bias[o]
+            u = new
+        for t in range(n):
+            if layer.gating == "inter_head":
+                g = [u[t][c] / (1 + math.exp(-u[t][c + d // 2])) for c in range(d // 2)]
+            elif layer.gating == "glu":
+                Wg, bg = layer.gate_proj.weight, layer.gate_proj.bias
+                gate = [sum(Wg[o, i] * float(x[b, t, i]) for i in range(d)) + bg[o] for o in range(d)]
+                g = [u[t][c] / (1 + math.exp(-gate[c])) for c in range(d)]
+            else:
+                g = u[t]
+            Wo, bo = layer.out_proj.weight, layer.out_proj.bias
+            for o in range(d):
+                out[b, t, o] = sum(Wo[o, i] * g[i] for i in range(len(g))) + bo[o]
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(gating="inter_head", bidirectional=True),
+        dict(gating="glu", bidirectional=False, stack=2, ssm_init="s4d_real"),
+        dict(gating="none", bidirectional=True, input_projection=False, ssm_init="s4d_inv"),
+    ],
+)
+def test_multi_head_ssm_matches_loop(options):
+    from espnet_ssm.layers.mh_ssm import MultiHeadSSM
+
+    torch.manual_seed(3)
+    layer = MultiHeadSSM(8, 4, d_state=3, **options).double().eval()
+    lengths = torch.tensor([7, 4])
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    valid = torch.arange(7)[None] < lengths[:, None]
+    with torch.no_grad():
+        got = layer(x, valid)
+        expected = _mhssm_loop(layer, x, lengths)
+    real = valid[..., None].expand_as(got)
+    assert torch.allclose(got[real], expected[real], atol=1e-10, rtol=1e-10)
+
+
+def test_multi_head_ssm_heads_have_distinct_bands():
+    """Head h's channels hold Δ from the h-th band: head 0 the largest (most local)."""
+    from espnet_ssm.layers.mh_ssm import MultiHeadSSM
+
+    layer = MultiHeadSSM(16, 4, d_state=2, dt_min=1e-3, dt_max=1e-1)
+    log_dt = layer.stages[0].forward_ssm.log_dt.detach().view(4, 4)
+    lo, hi = torch.log(torch.tensor(1e-3)), torch.log(torch.tensor(1e-1))
+    edges = torch.linspace(float(hi), float(lo), 5)  # band h covers [edges[h+1], edges[h]]
+    for h in range(4):
+        assert (log_dt[h] <= edges[h] + 1e-6).all() and (log_dt[h] >= edges[h + 1] - 1e-6).all()

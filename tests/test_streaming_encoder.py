@@ -116,11 +116,11 @@ def test_too_few_frames_give_no_output():
     "name, conf",
     [("ssm_conformer", dict(attention_heads=2, causal=False)),
      ("mh_ssm", dict(num_heads=2)),
-     ("stateformer", dict(attention_heads=2, num_heads=2)),
+     ("stateformer", dict(attention_heads=2, ssm_heads=2)),
      ("speech_mamba", dict(attention_heads=2))],
 )
 def test_non_causal_encoders_refuse_to_stream(name, conf):
     cls = encoder_choices.get_class(name)
-    enc = cls(D_IN, output_size=16, linear_units=24, num_blocks=1, **conf)
+    enc = cls(D_IN, output_size=16, num_blocks=1, **conf)
     with pytest.raises(StreamingNotSupported, match="causal"):
         check_streamable(enc)

@@ -41,7 +41,7 @@ def make_model_files(root: Path, encoder: str, encoder_conf: dict, decoder: bool
     np.savez(stats, count=np.array(100.0), sum=100 * mean, sum_square=100 * (var + mean**2))
     conf = dict(
         encoder=encoder, encoder_conf=encoder_conf,
-        frontend_conf=dict(n_fft=256, hop_length=128, n_mels=20),
+        frontend_conf=dict(fs=8000, n_fft=256, hop_length=128, n_mels=20),
         normalize="global_mvn", normalize_conf=dict(stats_file=str(stats)),
         token_list=str(root / "tokens.txt"), token_type="char",
         decoder="transformer" if decoder else "none",

@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from espnet_ssm.ops._checks import check_choice, check_optional, check_tensor
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
-DEFAULT_CHUNK = 32
+# automatic chunk length: about this many state elements (T·batch·d·N) per chunk, so that a
+# chunk's few temporaries stay in a CPU core's L2 cache
+CHUNK_ELEMENTS = 1 << 17
 # largest exponent range allowed inside one chunk (see module docstring)
 _MAX_LOG_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
 
@@ -93,7 +95,7 @@ class _Chunk:
     """Everything one chunk needs, computed once and shared by its forward and adjoint scans.
 
     ``closed`` chunks (log-decay range within the limit) use the closed form with
-    E = exp(R), R_t = A·Σ_{k=1}^{t} Δ_k; the others a Hillis-Steele scan on the decays
+    E = exp(R), R_t = A·Σ_{k=1}^{t} Δ_k (dividing by E multiplies by exp(-R)); the others a Hillis-Steele scan on the decays
     exp(Δ_t A), which only multiplies numbers <= 1 and so is safe for any Δ·A.
     """
 
@@ -103,8 +105,7 @@ class _Chunk:
         self.x = _bcast(Bc, d) * (dt * uu)[..., None]  # Δ_t B_t u_t
         if closed:
             R = (torch.cumsum(dt, 0) - dt[:1])[..., None] * A
-            self.E = torch.exp(R)  # >= exp(-limit) by the chunk plan
-            self.Einv = R.neg_().exp_()
+            self.E = R.exp_()  # >= exp(-limit) by the chunk plan, so dividing by it is safe
         else:
             self.decay = torch.exp(dt[..., None] * A)
 
@@ -116,7 +117,7 @@ class _Chunk:
         """h_t for every frame of the chunk, from the state h before it."""
         T = self.T
         if self.closed:
-            w = self.x.mul_(self.Einv) if reuse_x else self.x * self.Einv
+            w = self.x.div_(self.E) if reuse_x else self.x / self.E
             w[0].addcmul_(self.first_decay(), h)
             return torch.matmul(self.tril, w.view(T, -1)).view_as(w).mul_(self.E)
         hs = self.x if reuse_x else self.x.clone()
@@ -128,7 +129,7 @@ class _Chunk:
         T = self.T
         if self.closed:
             gy.mul_(self.E)
-            return torch.matmul(self.tril.t(), gy.view(T, -1)).view_as(gy).mul_(self.Einv)
+            return torch.matmul(self.tril.t(), gy.view(T, -1)).view_as(gy).div_(self.E)
         return _hillis_steele(self.decay[1:], gy, reverse=True)
 
 
@@ -276,6 +277,11 @@ def _use_fused(fn: str, backend: str, u: torch.Tensor, A: torch.Tensor, initial_
     return usable
 
 
+def _auto_chunk(state_elements: int) -> int:
+    target = max(1, CHUNK_ELEMENTS // max(1, state_elements))
+    return min(64, max(2, 1 << (target.bit_length() - 1)))
+
+
 # --------------------------------------------------------------------------- public API
 def selective_scan(
     u: torch.Tensor,
@@ -289,7 +295,7 @@ def selective_scan(
     delta_softplus: bool = False,
     initial_state: Optional[torch.Tensor] = None,
     return_last_state: bool = False,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: Optional[int] = None,
     backend: str = "auto",
 ) -> ScanOut:
     """Selective scan over a whole sequence (module docstring for the maths).
@@ -305,7 +311,8 @@ def selective_scan(
         delta_softplus: apply softplus to delta + delta_bias.
         initial_state: optional (batch, d, N) state before the first frame.
         return_last_state: also return the state after the last frame, (batch, d, N).
-        chunk_size: frames per closed-form chunk (memory/speed trade-off; not semantics).
+        chunk_size: frames per chunk (speed/memory trade-off, not semantics); None picks a
+            power of two in [2, 64] with about ``CHUNK_ELEMENTS`` state elements per chunk.
         backend: ``"auto"`` (mamba_ssm's fused kernel for CUDA inputs when importable),
             ``"torch"`` (always this implementation) or ``"mamba_ssm"`` (fused, else ValueError).
 
@@ -327,8 +334,10 @@ def selective_scan(
     check_optional(fn, "z", z, (batch, d, L), "(batch, d, L)")
     check_optional(fn, "delta_bias", delta_bias, (d,), "(d,)")
     check_optional(fn, "initial_state", initial_state, (batch, d, N), "(batch, d, N)")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{fn}: chunk_size must be a positive int, got {chunk_size!r}")
+    if chunk_size is None:
+        chunk_size = _auto_chunk(batch * d * N)
+    elif not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{fn}: chunk_size must be None or a positive int, got {chunk_size!r}")
 
     if _use_fused(fn, backend, u, A, initial_state):
         return _mamba_selective_scan_fn()(

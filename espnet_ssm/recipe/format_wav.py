@@ -3,6 +3,10 @@
 One call handles one split of the scp (the recipe runs ``nj`` of them through the job backend)
 and writes, in ``<out_dir>``: the audio files ``<utt>.<audio_format>``, ``wav.scp`` pointing at
 them and ``utt2num_samples``. The recipe then concatenates the splits.
+
+A source file that is already a mono ``<audio_format>`` file at the target rate (LibriSpeech's
+flac files at 16 kHz) is referenced rather than copied: decoding and re-encoding it would give
+the same samples.
 """
 from __future__ import annotations
 
@@ -48,11 +52,29 @@ def resample(x: np.ndarray, fs_in: int, fs_out: int) -> np.ndarray:
     return resample_poly(x, fs_out // g, fs_in // g, axis=0).astype(np.float32)
 
 
+def reusable(entry: str, fs: int, audio_format: str) -> Optional[int]:
+    """The number of samples of ``entry`` when it can be used as it is, else None."""
+    if entry.endswith("|") or not entry.lower().endswith("." + audio_format):
+        return None
+    try:
+        info = sf.info(entry)
+    except (RuntimeError, sf.LibsndfileError, OSError):
+        return None  # unreadable: let the full read below report it
+    if info.samplerate != fs or info.channels != 1 or info.frames <= 0:
+        return None
+    return info.frames
+
+
 def format_scp(scp: Path, out_dir: Path, fs: int, audio_format: str = "flac") -> int:
     """Dump every utterance of ``scp``; return the number written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wav_scp, num_samples = {}, {}
     for utt, entry in read_table(scp).items():
+        n = reusable(entry, fs, audio_format)
+        if n is not None:
+            wav_scp[utt] = str(Path(entry).resolve())
+            num_samples[utt] = str(n)
+            continue
         try:
             x, fs_in = read_entry(utt, entry)
         except (RuntimeError, sf.LibsndfileError, OSError) as e:

@@ -147,6 +147,13 @@ QUESTION_WORDS = "WHY WHERE WHEN HOW".split()
 DAYS = "MONDAY TUESDAY WEDNESDAY THURSDAY FRIDAY SATURDAY SUNDAY".split()
 PARTS_OF_DAY = "MORNING AFTERNOON EVENING NIGHT".split()
 SEASONS = "SPRING SUMMER AUTUMN WINTER".split()
+PERIODS = "NIGHT YEAR WEEK".split()
+DURATIONS = "DAYS HOURS YEARS WEEKS".split()
+COPULAS = "WAS WERE SEEMED BECAME LOOKED".split()
+DEGREES = "VERY RATHER QUITE TOO".split()
+PLACE_DETERMINERS = "THE A HIS HER THEIR OUR".split()
+# Words the rules themselves insert.
+FIXED = "AN OF THAT DID ON IN LAST EVERY AFTER ONCE UPON A TIME".split()
 
 _IRREGULAR_PLURALS: Dict[str, str] = {
     "MAN": "MEN", "WOMAN": "WOMEN", "CHILD": "CHILDREN", "FISHERMAN": "FISHERMEN",
@@ -172,12 +179,11 @@ def vocabulary() -> List[str]:
     words = set(NAMES + ADJECTIVES + SPEECH + ADVERBS + PREPOSITIONS + MOTION_PREPS)
     words |= set(DETERMINERS + NUMBERS + SUBJECT_PRONOUNS + OBJECT_PRONOUNS)
     words |= set(CONJUNCTIONS + SUBORDINATORS + MODALS + QUESTION_WORDS)
-    words |= set(DAYS + PARTS_OF_DAY + SEASONS)
+    words |= set(DAYS + PARTS_OF_DAY + SEASONS + PERIODS + DURATIONS + COPULAS + DEGREES + FIXED)
     for noun in PERSONS + ANIMALS + THINGS + PLACES + ABSTRACT:
         words |= {noun, plural(noun)}
     for base, past in TRANSITIVE + INTRANSITIVE + MOTION:
         words |= {base, past}
-    words |= set("WAS WERE DID IS THAT OF TO IN AT ON LAST THERE SUDDENLY ONCE UPON A TIME".split())
     return sorted(words)
 
 
@@ -242,11 +248,11 @@ class SentenceGenerator:
         if r == 1:
             return ["IN", "THE", self._pick(PARTS_OF_DAY)]
         if r == 2:
-            return ["LAST", self._pick(SEASONS + ["NIGHT", "YEAR", "WEEK"])]
+            return ["LAST", self._pick(SEASONS + PERIODS)]
         if r == 3:
             return ["EVERY", self._pick(PARTS_OF_DAY + DAYS)]
         if r == 4:
-            return ["AFTER", self._pick(NUMBERS[:12]), self._pick(["DAYS", "HOURS", "YEARS", "WEEKS"])]
+            return ["AFTER", self._pick(NUMBERS[:12]), self._pick(DURATIONS)]
         return ["ONCE", "UPON", "A", "TIME"]
 
     def verb_phrase(self) -> List[str]:
@@ -261,13 +267,13 @@ class SentenceGenerator:
                 words += self.prep_phrase()
         elif r < 0.72:
             words = [self._pick(MOTION)[1], self._pick(MOTION_PREPS)]
-            words += [self._pick(("THE", "A", "HIS", "HER", "THEIR", "OUR")), self._pick(PLACES)]
+            words += [self._pick(PLACE_DETERMINERS), self._pick(PLACES)]
         elif r < 0.84:
             words = [self._pick(MODALS), self._pick(TRANSITIVE)[0]] + self.obj()
         else:
-            words = [self._pick(("WAS", "WERE", "SEEMED", "BECAME", "LOOKED"))]
+            words = [self._pick(COPULAS)]
             if self._chance(0.3):
-                words.append(self._pick(("VERY", "RATHER", "QUITE", "TOO")))
+                words.append(self._pick(DEGREES))
             words.append(self._pick(ADJECTIVES))
         if self._chance(0.25):
             words.append(self._pick(ADVERBS))

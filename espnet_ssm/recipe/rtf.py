@@ -22,8 +22,8 @@ from typing import List, NamedTuple, Optional, Sequence
 from espnet_ssm.recipe.format_wav import parse_fs
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
-START = "INFO: speech length: "
-END = "INFO: best hypo: "
+START = "speech length: "
+END = "best hypo: "
 
 
 class RTF(NamedTuple):
@@ -60,12 +60,12 @@ def parse_log(log: Path, fs: int) -> RTF:
     audio, decode, n = 0.0, 0.0, 0
     start: Optional[datetime.datetime] = None
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if START in line:
+        if "INFO: " + START in line:
             if start is not None:
                 raise ValueError(f"{log}: an utterance started before the previous one ended: {line!r}")
             audio += int(line.split(START, 1)[1].split()[0]) / fs
             start = _time(line, log)
-        elif END in line:
+        elif "INFO: " + END in line:
             if start is None:
                 raise ValueError(f"{log}: '{END.strip()}' without a preceding '{START.strip()}': {line!r}")
             decode += (_time(line, log) - start).total_seconds()

@@ -97,10 +97,6 @@ def align(ref: Sequence[str], hyp: Sequence[str]) -> Tuple[Counts, List[Tuple[st
     return c, ops
 
 
-def _row(label: str, cells: Sequence[str], widths: Sequence[int]) -> str:
-    return "| " + label.ljust(widths[0]) + " |" + " ".join(c.rjust(w) for c, w in zip(cells, widths[1:])) + " |"
-
-
 def summary_table(sentences: Sequence[Sentence], name: str) -> str:
     """sclite's 'SYSTEM SUMMARY PERCENTAGES by SPEAKER' table."""
     by_spk: Dict[str, Counts] = {}
@@ -108,43 +104,51 @@ def summary_table(sentences: Sequence[Sentence], name: str) -> str:
     for s in sentences:
         by_spk.setdefault(s.spk, Counts()).add(s.counts)
         total.add(s.counts)
-    label_w = max([len("Sum/Avg"), len("SPKR")] + [len(k) for k in by_spk])
-    widths = [label_w, 6, 7, 6, 6, 6, 6, 6, 6]
+    label_w = max([len("Sum/Avg")] + [len(k) for k in by_spk])
 
-    def cells(c: Counts) -> List[str]:
-        return [str(c.snt), str(c.wrd)] + [f"{p:.1f}" for p in c.percentages()]
+    def row(label: str, counts: Sequence[str], pcts: Sequence[str]) -> str:
+        return (f"| {label:<{label_w}} | {counts[0]:>6} {counts[1]:>7} | "
+                + " ".join(f"{p:>6}" for p in pcts) + " |")
 
-    def stats_cells(fn) -> List[str]:
-        cols = list(zip(*[[c.snt, c.wrd, *c.percentages()] for c in by_spk.values()]))
-        return [f"{fn(col):.1f}" for col in cols]
+    def fmt(label: str, c: Counts) -> str:
+        return row(label, [str(c.snt), str(c.wrd)], [f"{p:.1f}" for p in c.percentages()])
 
-    def sd(col):
+    def stat_row(label: str, fn) -> str:
+        cols = [fn(col) for col in zip(*[[c.snt, c.wrd, *c.percentages()] for c in by_spk.values()])]
+        return row(label, [f"{x:.1f}" for x in cols[:2]], [f"{x:.1f}" for x in cols[2:]])
+
+    def sd(col) -> float:
         return statistics.stdev(col) if len(col) > 1 else 0.0
 
-    header = _row("SPKR", ["# Snt", "# Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err"], widths)
-    width = len(header) - 2
-    rule = "|" + "-" * width + "|"
-    double = "|" + "=" * width + "|"
+    header = row("SPKR", ["# Snt", "# Wrd"], ["Corr", "Sub", "Del", "Ins", "Err", "S.Err"])
+    bars = [i for i, ch in enumerate(header) if ch == "|"]
+    width = max(len(header) - 2, len(name) + 2)
+    pad = " " * (width - (len(header) - 2))
+
+    def line(text: str) -> str:
+        return text[:-1] + pad + "|"
+
+    rule = "".join("+" if i in bars[1:-1] else "-" for i in range(1, len(header) - 1))
     lines = [
         "SYSTEM SUMMARY PERCENTAGES by SPEAKER".center(width + 2),
         "",
         "," + "-" * width + ".",
         "|" + name.center(width) + "|",
-        rule,
-        header,
-        rule,
+        "|" + "-" * width + "|",
+        line(header),
+        "|" + rule + "-" * len(pad) + "|",
     ]
     for i, spk in enumerate(sorted(by_spk)):
         if i:
-            lines.append(rule)
-        lines.append(_row(spk, cells(by_spk[spk]), widths))
+            lines.append("|" + rule + "-" * len(pad) + "|")
+        lines.append(line(fmt(spk, by_spk[spk])))
     lines += [
-        double,
-        _row("Sum/Avg", cells(total), widths),
-        double,
-        _row("Mean", stats_cells(statistics.mean), widths),
-        _row("S.D.", stats_cells(sd), widths),
-        _row("Median", stats_cells(statistics.median), widths),
+        "|" + "=" * width + "|",
+        line(fmt("Sum/Avg", total)),
+        "|" + "=" * width + "|",
+        line(stat_row("Mean", statistics.mean)),
+        line(stat_row("S.D.", sd)),
+        line(stat_row("Median", statistics.median)),
         "`" + "-" * width + "'",
     ]
     return "\n".join(lines) + "\n"
@@ -175,17 +179,28 @@ def alignment_dump(sentences: Sequence[Sentence], name: str) -> str:
 
 
 def build_tokenize(token_type: str, bpemodel: Optional[str], cleaner: str, nlsyms_txt: str):
-    """ESPnet's tokenizer + cleaner for scoring (non-linguistic symbols removed for char/word)."""
-    from espnet2.text.build_tokenizer import build_tokenizer
+    """ESPnet's tokenizer + cleaner for scoring (non-linguistic symbols removed for char/word).
+
+    The tokenizer classes are imported directly: ``build_tokenizer`` would also import the
+    phoneme tokenizers, whose g2p packages try to download data on import.
+    """
     from espnet2.text.cleaner import TextCleaner
 
     nlsyms = None if nlsyms_txt in ("", "none", None) else nlsyms_txt
     if token_type == "bpe":
+        from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
+
         if not bpemodel or bpemodel == "none":
             raise ValueError("token type bpe needs --bpemodel")
-        tokenizer = build_tokenizer("bpe", bpemodel=bpemodel)
+        tokenizer = SentencepiecesTokenizer(bpemodel)
+    elif token_type == "char":
+        from espnet2.text.char_tokenizer import CharTokenizer
+
+        tokenizer = CharTokenizer(non_linguistic_symbols=nlsyms, remove_non_linguistic_symbols=True)
     else:
-        tokenizer = build_tokenizer(token_type, non_linguistic_symbols=nlsyms, remove_non_linguistic_symbols=True)
+        from espnet2.text.word_tokenizer import WordTokenizer
+
+        tokenizer = WordTokenizer(non_linguistic_symbols=nlsyms, remove_non_linguistic_symbols=True)
     clean = TextCleaner(None if cleaner in ("", "none") else cleaner)
     return lambda text: tokenizer.text2tokens(clean(text))
 

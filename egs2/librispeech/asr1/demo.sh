@@ -75,4 +75,6 @@ fi
     --inference_config "${inference_config}" \
     --inference_asr_model valid.loss.ave.pth
 
-python3 pyscripts/helper.py summary --asr_exp "exp/asr_${asr_tag}" --data_feats dump/raw --elapsed "${SECONDS}"
+if [ "${stop_stage}" -ge 13 ]; then
+    python3 pyscripts/helper.py summary --asr_exp "exp/asr_${asr_tag}" --data_feats dump/raw --elapsed "${SECONDS}"
+fi

@@ -1,0 +1,264 @@
+"""Recipe reporting helpers: sclite-style scoring, RESULTS.md, real-time factor, training progress,
+the job backend and the option parser."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from espnet_ssm.recipe import jobs, progress, results, rtf, score
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "egs2" / "TEMPLATE" / "asr1"
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Plain Levenshtein distance with unit costs (dynamic programming over a full table)."""
+    d = [[0] * (len(hyp) + 1) for _ in range(len(ref) + 1)]
+    for i in range(len(ref) + 1):
+        d[i][0] = i
+    for j in range(len(hyp) + 1):
+        d[0][j] = j
+    for i in range(1, len(ref) + 1):
+        for j in range(1, len(hyp) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
+    return d[len(ref)][len(hyp)]
+
+
+def random_pair(rng: np.random.Generator) -> Tuple[List[str], List[str]]:
+    vocab = ["A", "B", "C", "D", "<space>", "E'"]
+    ref = list(rng.choice(vocab, size=rng.integers(0, 12)))
+    hyp = list(ref)
+    for _ in range(rng.integers(0, 6)):  # random edits
+        op = rng.integers(3)
+        if op == 0 and hyp:
+            hyp.pop(rng.integers(len(hyp)))
+        elif op == 1:
+            hyp.insert(rng.integers(len(hyp) + 1), str(rng.choice(vocab)))
+        elif hyp:
+            hyp[rng.integers(len(hyp))] = str(rng.choice(vocab))
+    return ref, hyp
+
+
+def test_alignment_is_a_minimum_edit_script():
+    rng = np.random.default_rng()
+    for _ in range(300):
+        ref, hyp = random_pair(rng)
+        c, ops = score.align(ref, hyp)
+        assert c.err == edit_distance(ref, hyp)
+        assert [r for r, _, o in ops if o != "I"] == ref  # the script rebuilds both sides
+        assert [h for _, h, o in ops if o != "D"] == hyp
+        assert all((r == h) == (o == "C") for r, h, o in ops if o in "CS")
+        assert c.cor + c.sub + c.dele == len(ref) and c.cor + c.sub + c.ins == len(hyp)
+        assert c.snt_err == int(ref != hyp)
+
+
+def _write_texts(tmp_path: Path, rng: np.random.Generator):
+    words = ["HELLO", "WORLD", "IT'S", "GREEN", "TREE", "A"]
+    refs, hyps, spk = {}, {}, {}
+    for i in range(12):
+        s = f"sp{i % 3}"
+        utt = f"{s}-u{i:02d}"
+        r = list(rng.choice(words, size=rng.integers(1, 7)))
+        h = [w for w in r if rng.random() > 0.2] + (["EXTRA"] if rng.random() < 0.3 else [])
+        refs[utt], hyps[utt], spk[utt] = " ".join(r), " ".join(h), s
+    for name, table in (("ref", refs), ("hyp", hyps), ("utt2spk", spk)):
+        (tmp_path / name).write_text("".join(f"{k} {v}\n" if v else f"{k}\n" for k, v in sorted(table.items())))
+    return refs, hyps, spk
+
+
+def sum_avg(result_txt: Path) -> List[float]:
+    line = next(x for x in result_txt.read_text().splitlines() if "Sum/Avg" in x)
+    return [float(x) for x in line.replace("|", " ").split()[1:]]
+
+
+def test_result_txt_totals_match_independent_counts(tmp_path):
+    rng = np.random.default_rng()
+    refs, hyps, spk = _write_texts(tmp_path, rng)
+    score.score(tmp_path / "ref", tmp_path / "hyp", tmp_path / "utt2spk", tmp_path, ["word", "char"])
+    for kind, split in (("wer", str.split), ("cer", lambda s: list(s.replace(" ", "_")))):
+        n = sum(len(split(refs[u])) for u in refs)
+        e = sum(edit_distance(split(refs[u]), split(hyps[u])) for u in refs)
+        snt_err = sum(refs[u] != hyps[u] for u in refs)
+        got = sum_avg(tmp_path / f"score_{kind}" / "result.txt")
+        assert got[:2] == [len(refs), n]
+        assert got[6] == pytest.approx(round(100 * e / n, 1), abs=0.051)
+        assert got[7] == pytest.approx(round(100 * snt_err / len(refs), 1), abs=0.051)
+        assert got[2] + got[3] + got[4] == pytest.approx(100.0, abs=0.15)  # Corr + Sub + Del
+        trn = (tmp_path / f"score_{kind}" / "hyp.trn").read_text().splitlines()
+        assert [t.split("\t")[1] for t in trn] == [f"({spk[u]}-{u})" for u in sorted(refs)]
+    text = (tmp_path / "score_wer" / "result.txt").read_text()
+    for s in set(spk.values()):
+        assert re.search(rf"^\| {s} +\|", text, re.M), f"no row for speaker {s}"
+
+
+def test_results_md_matches_espnet_pipeline(tmp_path):
+    """RESULTS.md has show_asr_result.sh's layout, and each row is what its sed/tr pipeline makes."""
+    rng = np.random.default_rng()
+    _write_texts(tmp_path, rng)
+    exp = tmp_path / "exp" / "asr_x"
+    for test_set in ("test_b", "test_a"):
+        score.score(tmp_path / "ref", tmp_path / "hyp", tmp_path / "utt2spk",
+                    exp / "decode_asr_model_valid.acc.ave" / test_set, ["word", "char"])
+    md = results.render(exp)
+    head = md.split("## Environments\n")[0]
+    assert head == "<!-- Generated by scripts/utils/show_asr_result.sh -->\n# RESULTS\n"
+    env = md.split("## Environments\n")[1].split("\n\n")[0].splitlines()
+    assert [re.sub(r": .*", "", x) for x in env] == [
+        "- date", "- python version", "- espnet2 version", "- pytorch version", "- Git hash", "  - Commit date"]
+    assert env[2] == f"- espnet2 version: `espnet2 {__import__('espnet2').__version__}`"
+    body = md.split(f"## {exp}\n", 1)[1]
+    header = "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|\n|---|---|---|---|---|---|---|---|---|\n"
+    rows = {}
+    for kind in ("wer", "cer"):
+        files = " ".join(str(p) for p in sorted(exp.glob(f"*/*/score_{kind}/result.txt")))
+        # The pipeline of ESPnet's scripts/utils/show_asr_result.sh, run by bash.
+        pipe = (f"grep -H -e Avg {files} | sed -e 's#{exp}/\\([^/]*/[^/]*\\)/score_{kind}/result.txt:#|\\1#g'"
+                " | sed -e 's#Sum/Avg##g' | tr '|' ' ' | tr -s ' ' '|'")
+        rows[kind] = subprocess.run(["bash", "-c", pipe], capture_output=True, text=True, check=True).stdout
+        assert rows[kind].count("\n") == 2 and rows[kind].startswith("|decode_asr_model_valid.acc.ave/test_a|")
+    assert body == (f"### WER\n\n{header}{rows['wer']}\n### CER\n\n{header}{rows['cer']}\n### TER\n\n{header}")
+
+
+def _log_line(t: datetime.datetime, msg: str) -> str:
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')},{t.microsecond // 1000:03d} (asr_inference:1) INFO: {msg}\n"
+
+
+def test_rtf_from_decoding_logs(tmp_path):
+    rng = np.random.default_rng()
+    t = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    audio = decode = 0.0
+    n = 0
+    for job in (1, 2):
+        lines = [_log_line(t, "loading model")]
+        for _ in range(int(rng.integers(1, 5))):
+            samples = int(rng.integers(8000, 64000))
+            dt = datetime.timedelta(milliseconds=int(rng.integers(5, 900)))
+            lines.append(_log_line(t, f"speech length: {samples}"))
+            t += dt
+            lines.append(_log_line(t, "best hypo: HELLO WORLD"))
+            t += datetime.timedelta(seconds=1)  # time between utterances is not decoding time
+            audio += samples / 16000
+            decode += dt.total_seconds()
+            n += 1
+        (tmp_path / f"asr_inference.{job}.log").write_text("".join(lines))
+    r = rtf.calculate(tmp_path, 16000)
+    assert r.n_utt == n
+    assert r.audio_sec == pytest.approx(audio) and r.decode_sec == pytest.approx(decode)
+    report = r.report().splitlines()
+    assert report == [f"Total audio duration: {audio:.3f} [sec]", f"Total decoding time: {decode:.3f} [sec]",
+                      f"RTF: {decode / audio:.3f}", f"Latency: {1000 * decode / n:.3f} [ms/sentence]"]
+    (tmp_path / "asr_inference.3.log").write_text(_log_line(t, "speech length: 100"))
+    with pytest.raises(ValueError, match="asr_inference.3.log: the last utterance has no 'best hypo:'"):
+        rtf.calculate(tmp_path, 16000)
+
+
+def test_progress_condenses_epoch_results():
+    lines = [
+        "[vm] 2026-01-01 00:00:00,000 (trainer:324) INFO: 2/7epoch started. Estimated time to finish: 1 minute\n",
+        "[vm] 2026-01-01 00:01:00,000 (trainer:394) INFO: 2epoch results: [train] iter_time=0.1, loss_ctc=41.5, "
+        "loss=41.5, train_time=0.2, time=58.1 seconds, total_count=300, [valid] loss_ctc=35.25, cer_ctc=0.205, "
+        "loss_att=nan, acc=nan, loss=35.25, time=2.1 seconds, total_count=40, [att_plot] time=0.1 seconds\n",
+        "unrelated line\n",
+    ]
+    out: List[str] = []
+
+    class Sink:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            pass
+
+    progress.follow(iter(lines), Sink())
+    assert out == [
+        "[train] epoch 2/7 started\n",
+        "[train] epoch 2/7: train loss=41.5 loss_ctc=41.5 | valid loss=35.25 loss_ctc=35.25 cer_ctc=0.205 | 58.1 seconds\n",
+    ]
+
+
+# ----------------------------------------------------------------------------- job backend
+def run_jobs(args: Sequence[str], cwd: Path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TEMPLATE / "pyscripts" / "helper.py"), "jobs", *args],
+                          cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_local_jobs_run_in_parallel_with_own_logs(tmp_path):
+    proc = run_jobs(["--num_threads", "1", "JOB=1:4", "log/out.JOB.log", "echo", "job=JOB",
+                     "--name", "keep-me", "threads=$OMP_NUM_THREADS", "|", "tr", "a-z", "A-Z"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for j in range(1, 5):
+        log = (tmp_path / "log" / f"out.{j}.log").read_text().splitlines()
+        assert log[0].startswith("# echo job=") and f"JOB={j}" in log[3] and "--NAME KEEP-ME" in log[3]
+        assert "THREADS=1" in log[3] and log[-1].startswith("# Ended (code 0)")
+    # Jobs run concurrently: each waits until all four have started (run one by one, the first
+    # would give up after 60 s and fail).
+    wait_all = ("touch started.JOB; for i in $(seq 600); do [ $(ls started.* | wc -l) -eq 4 ] && exit 0; "
+                "sleep 0.1; done; exit 1")
+    proc = run_jobs(["JOB=1:4", "log/wait.JOB.log", "bash", "-c", wait_all], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_failed_job_names_its_log(tmp_path):
+    proc = run_jobs(["JOB=1:3", "logs/x.JOB.log", "test", "JOB", "-ne", "2", "&&", "echo", "fine"], tmp_path)
+    assert proc.returncode == 1
+    assert "1 of 3 job(s) failed" in proc.stderr and str(Path("logs/x.2.log")) in proc.stderr
+    assert "logs/x.1.log" not in proc.stderr and "logs/x.3.log" not in proc.stderr
+    assert "# Ended (code 1)" in (tmp_path / "logs" / "x.2.log").read_text()
+
+
+def test_job_backend_usage_errors(tmp_path):
+    for args, needle in ((["--bogus", "1", "log", "true"], "unknown option --bogus"),
+                         (["JOB=3:1", "log", "true"], "empty job range"),
+                         (["only-a-log"], "expected <log> <command>")):
+        proc = run_jobs(args, tmp_path)
+        assert proc.returncode != 0 and needle in proc.stderr
+
+
+def test_slurm_backend_submits_with_sbatch_wait(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "$@" >> "$SBATCH_CALLS"\n'
+        'while [ $# -gt 1 ]; do if [ "$1" = --output ]; then out=$2; fi; shift; done\n'
+        'bash "$1" > "$out" 2>&1\n'
+    )
+    (fake / "sbatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", SBATCH_CALLS=str(tmp_path / "calls"))
+    proc = run_jobs(["--backend", "slurm", "--gpu", "2", "--mem", "8G", "JOB=1:2", "l/j.JOB.log",
+                     "test", "JOB", "-eq", "1"], tmp_path, env)
+    assert proc.returncode == 1 and "l/j.2.log" in proc.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 2
+    for call in calls:
+        assert "--wait" in call and "--gres=gpu:2" in call and "--mem 8G" in call
+    assert "# Ended (code 0)" in (tmp_path / "l" / "j.1.log").read_text()
+
+
+def test_parse_options(tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text(
+        'stage=1\nuse_x=false\nmy_opt=\nhelp_message="Usage: s.sh [--stage N]"\n'
+        f". {TEMPLATE / 'scripts' / 'utils' / 'parse_options.sh'}\n"
+        'echo "stage=$stage use_x=$use_x my_opt=$my_opt rest=$*"\n'
+    )
+
+    def run(*args):
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+    ok = run("--stage", "5", "--use_x=true", "--my-opt", "a b", "tail")
+    assert ok.returncode == 0 and ok.stdout == "stage=5 use_x=true my_opt=a b rest=tail\n"
+    for args, needle in ((["--nope", "1"], "unknown option --nope"), (["--use_x", "yes"], "takes true or false"),
+                         (["--PATH", "/x"], "unknown option --PATH"), (["--stage"], "needs a value")):
+        bad = run(*args)
+        assert bad.returncode == 1 and needle in bad.stderr, (args, bad.stderr)
+    h = run("--help")
+    assert h.returncode == 0 and h.stdout.strip() == "Usage: s.sh [--stage N]"
