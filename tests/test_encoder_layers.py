@@ -237,3 +237,24 @@ def test_multi_head_ssm_heads_have_distinct_bands():
     edges = torch.linspace(float(hi), float(lo), 5)  # band h covers [edges[h+1], edges[h]]
     for h in range(4):
         assert (log_dt[h] <= edges[h] + 1e-6).all() and (log_dt[h] >= edges[h + 1] - 1e-6).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rep_conv_module_has_finite_context(causal):
+    """REP: output t depends on inputs t-k+1 .. t (causal) or t-k+1 .. t+k-1 (two-sided) only."""
+    from espnet_ssm.layers.ssm_conv_module import SSMConvolutionModule
+
+    torch.manual_seed(0)
+    k, t = 5, 12
+    module = SSMConvolutionModule(6, mode="rep", causal=causal, rep_kernel_size=k).double().eval()
+    x = torch.randn(1, 25, 6, dtype=torch.float64)
+    lo, hi = t - k + 1, (t if causal else t + k - 1)
+    outside = x.clone()
+    outside[:, :lo] += torch.randn_like(outside[:, :lo])
+    outside[:, hi + 1 :] += torch.randn_like(outside[:, hi + 1 :])
+    inside = x.clone()
+    inside[:, lo] += 1.0
+    with torch.no_grad():
+        ref = module(x)
+        assert torch.allclose(module(outside)[:, t], ref[:, t], atol=1e-12)
+        assert not torch.allclose(module(inside)[:, t], ref[:, t], atol=1e-6)

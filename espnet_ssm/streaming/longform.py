@@ -4,14 +4,16 @@ ESPnet's batch path cannot do this: ``make_pad_mask`` (used by ``LogMel``, ``Glo
 the encoders) allocates an O(T²) matrix for 1-D lengths, and attention encoders are O(T²)
 themselves. :class:`LongFormSpeech2Text` avoids every such path:
 
-* ``mode="stream"`` (the default for encoders that stream): the recording is pushed through
+* ``mode="stream"`` (the default for encoders that stream, unless the model normalises per
+  utterance): the recording is pushed through
   :class:`~espnet_ssm.streaming.speech2text.StreamingSpeech2Text` in chunks of
   ``chunk_seconds``; memory is constant apart from the transcript.
 * ``mode="offline"`` (any other encoder): features are computed in chunks
   (:func:`~espnet_ssm.streaming.frontend.extract_features`), the encoder runs once on the whole
-  sequence (batch 1; linear for our SSM encoders, which build their masks as
-  ``arange(T) < length``), and the CTC head and search consume its output in slices, so the
-  (T, vocabulary) posterior matrix never exists at once.
+  sequence (batch 1), and the CTC head and search consume its output in slices, so the
+  (T, vocabulary) posterior matrix never exists at once. This is linear for attention-free
+  encoders (``mh_ssm``; our encoders build masks as ``arange(T) < length``); an encoder with
+  full self-attention stays O(T²) in its attention.
 
 The transcript comes with word time stamps from the CTC path (greedy) or the beam's emission
 frames: frame j starts at ``j * subsampling * hop / fs`` seconds.
@@ -26,7 +28,12 @@ from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
 from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
 from espnet_ssm.streaming.encoder import StreamingNotSupported, check_streamable
-from espnet_ssm.streaming.frontend import check_waveform, extract_features, frontend_sample_rate
+from espnet_ssm.streaming.frontend import (
+    FeatureNormalizer,
+    check_waveform,
+    extract_features,
+    frontend_sample_rate,
+)
 from espnet_ssm.streaming.io import resample
 from espnet_ssm.streaming.speech2text import (
     PathLike,
@@ -85,8 +92,9 @@ class LongFormSpeech2Text:
             asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
         )
         self.asr_model = asr_model
-        if mode == "auto":
-            mode = "stream" if streams(asr_model.encoder) else "offline"
+        if mode == "auto":  # utterance MVN needs every frame first: no streaming then
+            can = streams(asr_model.encoder) and FeatureNormalizer(asr_model.normalize).streamable
+            mode = "stream" if can else "offline"
         self.mode = mode
         self.device = device
         self.sample_rate = frontend_sample_rate(asr_model.frontend)

@@ -1,0 +1,307 @@
+"""Kernel benchmarks: selective scan, S4D FFT convolution, step mode. Prints markdown tables.
+
+    python benchmarks/bench_kernels.py            # full tables (CPU; plus CUDA when available)
+    python benchmarks/bench_kernels.py --quick    # small sizes, a smoke run
+
+Every measurement runs in a fresh subprocess so that its peak memory can be read on its own:
+on CPU, the growth of the process's peak resident set (``resource.getrusage`` ru_maxrss) from
+just before the measured call to just after it; on CUDA, ``torch.cuda.max_memory_allocated``
+above the memory held before the call. Times are the best of ``--repeats`` runs (wall clock).
+
+The reference "loop" is a per-timestep PyTorch loop written the natural way (one frame at a
+time, ``unbind`` over time, autograd through it); where it would take too long it is timed at
+a shorter L and extrapolated linearly, and the table says so.
+
+Workers import ``espnet_ssm.ops`` without running ``espnet_ssm/__init__.py``, whose ESPnet
+registration (tens of seconds of imports) has nothing to do with the kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- worker side
+def _import_ops():
+    """espnet_ssm.ops without the package's ESPnet registration."""
+    if "espnet_ssm" not in sys.modules:
+        pkg = types.ModuleType("espnet_ssm")
+        pkg.__path__ = [str(REPO / "espnet_ssm")]
+        sys.modules["espnet_ssm"] = pkg
+    import espnet_ssm.ops as ops
+
+    return ops
+
+
+def _peak_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _measure(fn, device, repeats: int) -> Dict[str, float]:
+    """Peak memory growth of the first call, then the best time over ``repeats`` calls."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        base = _peak_mb(device)
+    fn()
+    sync()
+    peak = _peak_mb(device) - base
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return {"time_s": best, "peak_mb": peak}
+
+
+def loop_scan(u, delta, A, B, C):
+    """Per-timestep reference: h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t · h_t."""
+    import torch
+
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for u_t, d_t, B_t, C_t in zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1)):
+        h = torch.exp(d_t[..., None] * A) * h + (d_t * u_t)[..., None] * B_t[:, None, :]
+        ys.append(torch.einsum("bdn,bn->bd", h, C_t))
+    return torch.stack(ys, dim=-1)
+
+
+def worker(spec: Dict) -> Dict:
+    import torch
+
+    ops = _import_ops()
+    torch.manual_seed(0)
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    kind = spec["kind"]
+    if kind == "scan":
+        b, d, N, L = spec["batch"], spec["d"], spec["N"], spec["L"]
+        grad = spec["mode"] == "fwd_bwd"
+        u = torch.randn(b, d, L, device=device, requires_grad=grad)
+        delta = torch.randn(b, d, L, device=device, requires_grad=grad)
+        A = (-torch.exp(torch.log(torch.arange(1, N + 1.0, device=device)).repeat(d, 1))).requires_grad_(grad)
+        B = torch.randn(b, N, L, device=device, requires_grad=grad)
+        C = torch.randn(b, N, L, device=device, requires_grad=grad)
+        bias = torch.full((d,), -3.0, device=device)  # softplus(-3 + randn): Δ ≈ 0.05, Mamba-like
+        if spec["impl"] == "loop":
+            run = lambda: loop_scan(u, torch.nn.functional.softplus(delta + bias[:, None]), A, B, C)  # noqa: E731
+        else:
+            backend = "torch" if spec["impl"] == "ours" else "mamba_ssm"
+            run = lambda: ops.selective_scan(  # noqa: E731
+                u, delta, A, B, C, delta_bias=bias, delta_softplus=True, backend=backend
+            )
+
+        def call():
+            if grad:
+                run().sum().backward()
+            else:
+                with torch.no_grad():
+                    run()
+
+        return _measure(call, device, spec["repeats"])
+    if kind == "s4d_conv":
+        H, N, L, b = spec["H"], spec["N"], spec["L"], spec["batch"]
+        log_dt = ops.init_log_dt(H).to(device)
+        A = ops.s4d_lin_init(N).to(device).expand(H, N)
+        B = torch.ones(H, N, dtype=torch.cfloat, device=device)
+        C = torch.randn(H, N, dtype=torch.cfloat, device=device)
+        u = torch.randn(b, H, L, device=device)
+        with torch.no_grad():
+            kernel = _measure(lambda: ops.s4d_kernel(log_dt, A, B, C, L), device, spec["repeats"])
+            K = ops.s4d_kernel(log_dt, A, B, C, L)
+            conv = _measure(lambda: ops.fft_causal_conv(u, K), device, spec["repeats"])
+        return {"kernel_s": kernel["time_s"], "conv_s": conv["time_s"], "peak_mb": max(kernel["peak_mb"], conv["peak_mb"])}
+    if kind == "step":
+        from espnet_ssm.layers.mamba import MambaMixer
+        from espnet_ssm.layers.s4d import S4D
+
+        frames, b = spec["frames"], spec["batch"]
+        if spec["layer"] == "S4D":
+            layer = S4D(spec["d_model"], d_state=spec["N"]).to(device)
+        else:
+            layer = MambaMixer(spec["d_model"], d_state=spec["N"]).to(device)
+        x = torch.randn(b, frames, spec["d_model"], device=device)
+
+        def steps():
+            with torch.no_grad():
+                state = layer.init_state(b, device=device)
+                for t in range(frames):
+                    _, state = layer.step(x[:, t], state)
+
+        return {"per_frame_s": _measure(steps, device, spec["repeats"])["time_s"] / frames}
+    raise ValueError(f"unknown benchmark kind {kind!r}")
+
+
+def run_worker(spec: Dict, timeout: float = 3600) -> Optional[Dict]:
+    """Run one measurement in a fresh interpreter; None (and a note on stderr) if it fails."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = dict(os.environ)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        tail = (getattr(err, "stderr", "") or "")[-2000:]
+        print(f"<!-- benchmark {spec} failed: {type(err).__name__} {tail} -->", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- tables
+def fmt(x: Optional[float], scale: float = 1.0, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x * scale:.{digits}g}"
+
+
+def scan_table(device: str, sizes: List[int], loop_max_L: int, repeats: int, threads: int) -> None:
+    b, d, N = 2, 1024, 16
+    print(f"\n### Selective scan, forward + backward ({device}; batch {b}, d {d}, N {N}, float32)\n")
+    print("| L | ours: time (s) | ours: peak memory (MB) | loop: time (s) | loop: peak memory (MB) | speed-up |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    base = dict(kind="scan", device=device, batch=b, d=d, N=N, mode="fwd_bwd", threads=threads)
+    ours, loop_at = {}, {}
+    for L in sizes:
+        ours[L] = run_worker(dict(base, L=L, impl="ours", repeats=repeats))
+        if L <= loop_max_L:
+            loop_at[L] = run_worker(dict(base, L=L, impl="loop", repeats=1))
+    measured = max(loop_at) if loop_at else None
+    for L in sizes:
+        o = ours[L] or {}
+        if L in loop_at and loop_at[L]:
+            lt, lm, note = loop_at[L]["time_s"], loop_at[L]["peak_mb"], ""
+        elif measured and loop_at[measured]:
+            lt, lm, note = loop_at[measured]["time_s"] * L / measured, None, f" (extrapolated from L={measured})"
+        else:
+            lt, lm, note = None, None, ""
+        speed = None if (lt is None or not o) else lt / o["time_s"]
+        print(
+            f"| {L} | {fmt(o.get('time_s'))} | {fmt(o.get('peak_mb'), digits=4)} | {fmt(lt)}{note} | "
+            f"{fmt(lm, digits=4)} | {fmt(speed, digits=3)}× |"
+        )
+    lo, hi = min(sizes), max(sizes)
+    if ours.get(lo) and ours.get(hi):
+        ratio = ours[hi]["time_s"] / ours[lo]["time_s"]
+        print(f"\nScaling: time(L={hi}) / time(L={lo}) = {ratio:.2f} for a {hi // lo}× longer sequence.")
+
+
+def memory_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
+    b, d, N = 2, 1024, 16
+    print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, N {N}, float32)\n")
+    print("| L | all states b·d·N·L (MB) | inputs + output (MB) | peak memory growth during the call (MB) |")
+    print("|---:|---:|---:|---:|")
+    for L in sizes:
+        r = run_worker(dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours", repeats=repeats, threads=threads))
+        states = b * d * N * L * 4 / 2**20
+        io = (4 * b * d * L + 2 * b * N * L) * 4 / 2**20  # u, delta, y, softplus(Δ) + B, C
+        print(f"| {L} | {states:.0f} | {io:.0f} | {fmt(r and r['peak_mb'], digits=4)} |")
+
+
+def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
+    H, N, b = 512, 64, 1
+    print(f"\n### S4D kernel + FFT convolution ({device}; batch {b}, H {H}, N {N} complex modes, float32)\n")
+    print("| L | kernel (ms) | FFT conv (ms) | total (ms) | total per frame (µs) | peak memory (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    totals = {}
+    for L in sizes:
+        r = run_worker(dict(kind="s4d_conv", device=device, H=H, N=N, L=L, batch=b, repeats=repeats, threads=threads))
+        if r is None:
+            print(f"| {L} | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        totals[L] = r["kernel_s"] + r["conv_s"]
+        print(
+            f"| {L} | {fmt(r['kernel_s'], 1e3)} | {fmt(r['conv_s'], 1e3)} | {fmt(totals[L], 1e3)} | "
+            f"{fmt(totals[L] / L, 1e6)} | {fmt(r['peak_mb'], digits=4)} |"
+        )
+    lo, hi = min(sizes), max(sizes)
+    if lo in totals and hi in totals:
+        print(f"\nScaling: total(L={hi}) / total(L={lo}) = {totals[hi] / totals[lo]:.1f} for a {hi // lo}× longer sequence.")
+
+
+def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
+    print(f"\n### Step (streaming) mode, cost per frame ({device}; batch 1, no grad)\n")
+    print("| layer | config | µs / frame |")
+    print("|---|---|---:|")
+    for layer, d_model, N in (("S4D", 512, 64), ("MambaMixer", 256, 16), ("MambaMixer", 512, 256)):
+        r = run_worker(dict(kind="step", device=device, layer=layer, d_model=d_model, N=N, batch=1, frames=frames, repeats=repeats, threads=threads))
+        print(f"| {layer} | d_model {d_model}, N {N} | {fmt(r and r['per_frame_s'], 1e6)} |")
+
+
+def fused_table(sizes: List[int], repeats: int) -> None:
+    b, d, N = 2, 1024, 16
+    print(f"\n### Selective scan on CUDA: ours vs mamba_ssm fused kernel (forward + backward; batch {b}, d {d}, N {N})\n")
+    print("| L | ours (ms) | mamba_ssm (ms) | ours / fused |")
+    print("|---:|---:|---:|---:|")
+    for L in sizes:
+        base = dict(kind="scan", device="cuda", batch=b, d=d, N=N, L=L, mode="fwd_bwd", repeats=repeats)
+        o, f = run_worker(dict(base, impl="ours")), run_worker(dict(base, impl="fused"))
+        ratio = None if not (o and f) else o["time_s"] / f["time_s"]
+        print(f"| {L} | {fmt(o and o['time_s'], 1e3)} | {fmt(f and f['time_s'], 1e3)} | {fmt(ratio)} |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    if args.quick:
+        scan_sizes, loop_max, mem_sizes, s4d_sizes, frames, repeats = [256, 1024], 1024, [256, 1024], [1024, 4096], 50, 1
+    else:
+        scan_sizes, loop_max, mem_sizes, s4d_sizes, frames, repeats = (
+            [1024, 4096, 16384],
+            4096,
+            [1024, 4096, 16384, 65536],
+            [1024, 4096, 16384, 65536],
+            500,
+            args.repeats,
+        )
+    print(f"# Kernel benchmarks\n\ntorch {torch.__version__}, {threads} CPU thread(s), {os.cpu_count()} CPU core(s)")
+    scan_table("cpu", scan_sizes, loop_max, repeats, threads)
+    memory_table("cpu", mem_sizes, repeats, threads)
+    s4d_table("cpu", s4d_sizes, repeats, threads)
+    step_table("cpu", frames, repeats, threads)
+    if torch.cuda.is_available():
+        print(f"\n## CUDA: {torch.cuda.get_device_name(0)}")
+        scan_table("cuda", scan_sizes, loop_max, repeats, 0)
+        memory_table("cuda", mem_sizes, repeats, 0)
+        s4d_table("cuda", s4d_sizes, repeats, 0)
+        step_table("cuda", frames, repeats, 0)
+        try:
+            import mamba_ssm  # noqa: F401
+
+            fused_table(scan_sizes, repeats)
+        except ImportError:
+            print("\n(mamba_ssm is not installed: no comparison with its fused kernel)")
+
+
+if __name__ == "__main__":
+    main()
