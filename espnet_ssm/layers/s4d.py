@@ -103,6 +103,7 @@ class S4D(torch.nn.Module):
         for p in (self.log_dt, self.log_A_real, self.A_imag, self.B):
             if p is not None:
                 set_optim_hint(p, weight_decay=0.0, lr=lr)
+        self._step_cache: Optional[tuple] = None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -132,6 +133,18 @@ class S4D(torch.nn.Module):
         if not self.is_complex:
             return re, self.B, self.C
         return torch.complex(re, self.A_imag), torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+
+    def _discrete_ssm(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Ā, B̄, C) for :meth:`step`. Without autograd they are cached until a parameter
+        changes (in-place updates bump ``Tensor._version``), so streaming pays once, not per frame."""
+        key = tuple((p.data_ptr(), p._version) for p in (self.log_dt, self.log_A_real, self.A_imag, self.B, self.C) if p is not None)
+        if not torch.is_grad_enabled() and self._step_cache is not None and self._step_cache[0] == key:
+            return self._step_cache[1]
+        A, B, C = self._ssm()
+        dA, dB = s4d_discretize(self.log_dt, A, B, self.discretization)
+        out = (dA, dB, C[0])
+        self._step_cache = None if torch.is_grad_enabled() else (key, out)
+        return out
 
     def kernel(self, L: int) -> torch.Tensor:
         """Convolution kernel: (H, L), or (2, H, L) (forward, backward) if bidirectional."""
@@ -177,9 +190,8 @@ class S4D(torch.nn.Module):
         if self.kernel_size is not None:
             y, state = self.forward_chunk(x_t[:, None], state)
             return y[:, 0], state
-        A, B, C = self._ssm()
-        dA, dB = s4d_discretize(self.log_dt, A, B, self.discretization)
-        return s4d_step(state, x_t, dA, dB, C[0], self.D)
+        dA, dB, C = self._discrete_ssm()
+        return s4d_step(state, x_t, dA, dB, C, self.D)
 
     def forward_chunk(self, x: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """A chunk x (B, l, H) continuing from ``state`` -> (y (B, l, H), new state)."""

@@ -28,6 +28,7 @@ from espnet_ssm.ops.depthwise_conv import causal_depthwise_conv
 DISCRETIZATIONS = ("zoh", "bilinear")
 # log|Ā| floor: Ā = 0 exactly (bilinear at ΔA = -2) would give 0·(-inf) = NaN at l = 0.
 _LOG_FLOOR = -1e4
+_NEGLIGIBLE_LOG = -35.0
 
 
 def _phi1(z: torch.Tensor) -> torch.Tensor:
@@ -84,27 +85,46 @@ def s4d_discretize(
     return log_dA.exp(), dB
 
 
-def _powers_matmul(weight: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
-    """Re(Σ_n weight[..., h, n] · Ā[h, n]^l) for l < L, shape (..., H, L).
+def _powers(log_dA: torch.Tensor, exponents: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(Re, Im) of Ā^e = exp(e · log Ā) for each exponent, shape (H, len(e), N).
 
-    weight: (K, H, N); log_dA: (H, N). Uses the two-level split l = j·M + i (see module doc).
+    Written with real exp/cos/sin (vectorised, unlike complex exp); Im is None for real Ā.
+    Powers below exp(-35) ≈ 6e-16 are set to 0: they are negligible even in float64, and
+    products of such tiny numbers would be subnormal, which CPUs multiply very slowly.
     """
-    K, H, N = weight.shape
-    M = max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
+    e = exponents[:, None]
+    log_mag = (log_dA.real if log_dA.is_complex() else log_dA)[:, None, :] * e
+    magnitude = torch.where(log_mag < _NEGLIGIBLE_LOG, torch.zeros_like(log_mag), torch.exp(log_mag))
+    if not log_dA.is_complex():
+        return magnitude, None
+    phase = log_dA.imag[:, None, :] * e
+    return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+
+
+def _powers_matmul(weight: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
+    """Re(Σ_n weight[..., h, n] · Ā[h, n]^l) for l < L, shape (K, H, L).
+
+    weight: (K, H, N); log_dA: (H, N). Uses the two-level split l = j·M + i (module doc):
+    Re(w Ā^{jM} · Ā^i) = Re(w Ā^{jM})·Re(Ā^i) - Im(w Ā^{jM})·Im(Ā^i), one real matmul over 2N.
+    """
+    M = math.isqrt(L - 1) + 1
     J = -(-L // M)
     ar = torch.arange(max(M, J), device=log_dA.device, dtype=log_dA.real.dtype)
-    inner = torch.exp(log_dA[..., None] * ar[:M])  # (H, N, M): Ā^i
-    outer = torch.exp(log_dA[..., None] * (ar[:J] * M))  # (H, N, J): Ā^{jM}
-    left = weight[..., None] * outer  # (K, H, N, J)
-    if left.is_complex() or inner.is_complex():
-        left = torch.view_as_real(left.to(torch.promote_types(left.dtype, inner.dtype)))
-        if not inner.is_complex():
-            inner = torch.complex(inner, torch.zeros_like(inner))
-        # Re(a·b) = a.re·b.re - a.im·b.im as one real matmul over 2N
-        left = torch.cat([left[..., 0], -left[..., 1]], dim=2)  # (K, H, 2N, J)
-        inner = torch.cat([inner.real, inner.imag], dim=1)  # (H, 2N, M)
-    out = torch.matmul(left.transpose(-1, -2), inner)  # (K, H, J, M)
-    return out.reshape(K, H, J * M)[..., :L]
+    in_re, in_im = _powers(log_dA, ar[:M])  # Ā^i, (H, M, N)
+    out_re, out_im = _powers(log_dA, ar[:J] * M)  # Ā^{jM}, (H, J, N)
+    w = weight[:, :, None, :]  # (K, H, 1, N)
+    if weight.is_complex() or in_im is not None:
+        w_re, w_im = (w.real, w.imag) if weight.is_complex() else (w, torch.zeros_like(w))
+        if out_im is None:
+            out_im, in_im = torch.zeros_like(out_re), torch.zeros_like(in_re)
+        left_re = w_re * out_re - w_im * out_im  # (K, H, J, N)
+        left_im = w_re * out_im + w_im * out_re
+        left = torch.cat([left_re, -left_im], dim=-1)  # (K, H, J, 2N)
+        right = torch.cat([in_re, in_im], dim=-1)  # (H, M, 2N)
+    else:
+        left, right = w * out_re, in_re
+    out = torch.matmul(left, right.transpose(-1, -2))  # (K, H, J, M)
+    return out.reshape(out.shape[0], out.shape[1], J * M)[..., :L]
 
 
 def s4d_kernel(

@@ -5,18 +5,7 @@ set -e
 set -u
 set -o pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-min() {
-    local a b
-    a=$1
-    for b in "$@"; do
-        if [ "${b}" -le "${a}" ]; then a="${b}"; fi
-    done
-    echo "${a}"
-}
+. scripts/utils/log.sh
 SECONDS=0
 run_args=$(printf '%q ' "$0" "$@")
 
@@ -242,6 +231,10 @@ if "${skip_upload_hf}"; then skip_stages+=" 15"; fi
 run_stage() { # run_stage N: whether stage N is in [stage, stop_stage] and not skipped
     [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]
 }
+if [ -n "${asr_config}" ] && [ ! -f "${asr_config}" ] && { run_stage 10 || run_stage 11; }; then
+    log "Error: --asr_config ${asr_config} not found"
+    exit 2
+fi
 
 # Check tokenization type
 if [ "${lang}" != noinfo ]; then

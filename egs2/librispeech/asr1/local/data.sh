@@ -12,10 +12,7 @@ set -e
 set -u
 set -o pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+. scripts/utils/log.sh
 SECONDS=0
 
 . ./db.sh
