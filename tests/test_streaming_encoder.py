@@ -37,7 +37,8 @@ MH_SSM = [
 ]
 CASES = [("ssm_conformer", dict(attention_heads=2, **c)) for c in SSM_CONFORMER] + [
     ("mh_ssm", dict(num_heads=4, bidirectional=False, d_state=8, **c)) for c in MH_SSM
-]
+] + [("stateformer", dict(attention_heads=2, ssm_heads=2, bidirectional=False, d_state=4,
+                          attention_left_context=4))]
 
 
 def build(name, conf):

@@ -20,12 +20,15 @@ frames: frame j starts at ``j * subsampling * hop / fs`` seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
+from espnet_ssm.encoders.base import SSMEncoderBase
+from espnet_ssm.layers.frontend import InputLayer
 from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
 from espnet_ssm.streaming.encoder import StreamingNotSupported, check_streamable
 from espnet_ssm.streaming.frontend import (
@@ -35,6 +38,7 @@ from espnet_ssm.streaming.frontend import (
     frontend_sample_rate,
 )
 from espnet_ssm.streaming.io import resample
+from espnet_ssm.streaming.subsampling import project_in_chunks, split_input_layer
 from espnet_ssm.streaming.speech2text import (
     PathLike,
     StreamingSpeech2Text,
@@ -43,6 +47,31 @@ from espnet_ssm.streaming.speech2text import (
 )
 
 MODES = ("auto", "stream", "offline")
+
+
+@contextlib.contextmanager
+def chunked_input_layer(encoder: torch.nn.Module) -> Iterator[None]:
+    """Within this block, our encoders' input layer runs on long inputs window by window.
+
+    Same outputs; without it the first convolution of conv2d subsampling alone holds
+    256 channels x T/2 frames x 39 bins (about 7 GB for an hour). ESPnet's own encoders are
+    left as they are.
+    """
+    layer = getattr(encoder, "embed", None)
+    if not isinstance(encoder, SSMEncoderBase) or not isinstance(layer, InputLayer):
+        yield
+        return
+    _, pos_enc = split_input_layer(layer)
+
+    def forward(xs: torch.Tensor):
+        out = pos_enc(project_in_chunks(layer, xs))
+        return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+
+    layer.forward = forward  # an instance attribute shadows the class's method
+    try:
+        yield
+    finally:
+        del layer.forward
 
 
 def streams(encoder: torch.nn.Module) -> bool:
@@ -130,9 +159,10 @@ class LongFormSpeech2Text:
             return empty_recognition()
         feats = feats.to(self.device)
         try:
-            enc, enc_lens, _ = model.encoder(
-                feats[None], torch.tensor([feats.size(0)], device=self.device)
-            )
+            with chunked_input_layer(model.encoder):
+                enc, enc_lens, _ = model.encoder(
+                    feats[None], torch.tensor([feats.size(0)], device=self.device)
+                )
         except TooShortUttError as e:
             logging.warning("too short for the encoder: %s; empty result", e)
             return empty_recognition()

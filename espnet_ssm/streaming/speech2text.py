@@ -120,7 +120,7 @@ class StreamingSpeech2Text:
         self.device = device
         check_streamable(asr_model.encoder)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
-        self.encoder = EncoderStream(asr_model.encoder, device)
+        self.encoder = EncoderStream(asr_model.encoder, device, asr_model.ctc)
         self.search = CTCSearch(asr_model.blank_id, beam_size, nbest, length_bonus, token_beam)
         self.rescorer = None
         if ctc_weight < 1.0:

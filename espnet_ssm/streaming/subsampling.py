@@ -37,7 +37,9 @@ class InputLayerState:
     offset: int = 0
 
 
-def _split(layer: InputLayer) -> Tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Module]:
+def split_input_layer(
+    layer: InputLayer,
+) -> Tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Module]:
     """(position-independent part, positional encoding) of an input layer."""
     embed = layer.embed
     if layer.input_layer in CONV2D_CLASSES:
@@ -98,7 +100,28 @@ def input_layer_chunk(
     n_out = int(sub.output_lengths(torch.tensor([n]))[0]) if n >= sub.min_frames else 0
     if n_out <= 0:
         return buf.new_zeros(buf.size(0), 0, output_size), InputLayerState(buf, state.offset)
-    project, pos_enc = _split(layer)
+    project, pos_enc = split_input_layer(layer)
     used = sub.last_input_frame(n_out - 1) + 1
     ys = encode_positions(pos_enc, project(buf[:, :used]), state.offset)
     return ys, InputLayerState(buf[:, sub.factor * n_out :], state.offset + n_out)
+
+
+def project_in_chunks(layer: InputLayer, xs: torch.Tensor, frames: int = 4096) -> torch.Tensor:
+    """The input layer's position-independent part on a long input, ``frames`` at a time.
+
+    Exactly ``project(xs)`` (same aligned windows as streaming), but the convolution stack's
+    intermediate activations (channels x frames x features: several GB for an hour at conv2d)
+    only ever exist for one window.
+    """
+    project, _ = split_input_layer(layer)
+    sub = layer.subsampling
+    n_out = int(sub.output_lengths(torch.tensor([xs.size(1)]))[0]) if xs.size(1) else 0
+    if sub.factor == 1 and not sub.stages:
+        return project(xs)
+    step = max(1, frames // sub.factor)
+    outs = [
+        project(xs[:, sub.factor * j : sub.last_input_frame(min(j + step, n_out) - 1) + 1])
+        for j in range(0, n_out, step)
+    ]
+    return torch.cat(outs, dim=1)
+
