@@ -8,9 +8,11 @@ on CPU, the growth of the process's peak resident set (``resource.getrusage`` ru
 just before the measured call to just after it; on CUDA, ``torch.cuda.max_memory_allocated``
 above the memory held before the call. Times are the best of ``--repeats`` runs (wall clock).
 
-The reference "loop" is a per-timestep PyTorch loop written the natural way (one frame at a
+The reference "loop" is a per-timestep PyTorch loop written the efficient way (one frame at a
 time, ``unbind`` over time, autograd through it); where it would take too long it is timed at
-a shorter L and extrapolated linearly, and the table says so.
+a shorter L and extrapolated linearly, and the table says so. A second table times the
+"indexed" loop of the usual pure-PyTorch reference scans (whole-sequence exp(ΔA) and Δ B u,
+then per-frame indexing), whose backward pass is quadratic in L.
 
 Workers import ``espnet_ssm.ops`` without running ``espnet_ssm/__init__.py``, whose ESPnet
 registration (tens of seconds of imports) has nothing to do with the kernels.
@@ -18,6 +20,7 @@ registration (tens of seconds of imports) has nothing to do with the kernels.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -42,6 +45,12 @@ def _import_ops():
     import espnet_ssm.ops as ops
 
     return ops
+
+
+def _auto_chunk(state_elements: int) -> int:
+    """The chunk length the scan picks for this many state elements per frame."""
+    _import_ops()
+    return importlib.import_module("espnet_ssm.ops.selective_scan")._auto_chunk(state_elements)
 
 
 def _peak_mb(device) -> float:
@@ -89,6 +98,22 @@ def loop_scan(u, delta, A, B, C):
     return torch.stack(ys, dim=-1)
 
 
+def indexed_loop_scan(u, delta, A, B, C):
+    """The structure of the usual pure-PyTorch reference scans: exp(ΔA) and Δ B u for the whole
+    sequence first (b, d, L, N), then one frame at a time by indexing. Autograd turns each
+    indexing into a full-size gradient buffer, so its backward pass is quadratic in L."""
+    import torch
+
+    decay = torch.exp(delta[..., None] * A[:, None, :])
+    inputs = (delta * u)[..., None] * B.transpose(1, 2)[:, None]
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[-1]):
+        h = decay[:, :, t] * h + inputs[:, :, t]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, t]))
+    return torch.stack(ys, dim=-1)
+
+
 def worker(spec: Dict) -> Dict:
     import torch
 
@@ -107,8 +132,9 @@ def worker(spec: Dict) -> Dict:
         B = torch.randn(b, N, L, device=device, requires_grad=grad)
         C = torch.randn(b, N, L, device=device, requires_grad=grad)
         bias = torch.full((d,), -3.0, device=device)  # softplus(-3 + randn): Δ ≈ 0.05, Mamba-like
-        if spec["impl"] == "loop":
-            run = lambda: loop_scan(u, torch.nn.functional.softplus(delta + bias[:, None]), A, B, C)  # noqa: E731
+        if spec["impl"] in ("loop", "indexed_loop"):
+            loop = loop_scan if spec["impl"] == "loop" else indexed_loop_scan
+            run = lambda: loop(u, torch.nn.functional.softplus(delta + bias[:, None]), A, B, C)  # noqa: E731
         else:
             backend = "torch" if spec["impl"] == "ours" else "mamba_ssm"
             run = lambda: ops.selective_scan(  # noqa: E731
@@ -205,16 +231,30 @@ def scan_table(device: str, sizes: List[int], loop_max_L: int, repeats: int, thr
         print(f"\nScaling: time(L={hi}) / time(L={lo}) = {ratio:.2f} for a {hi // lo}× longer sequence.")
 
 
-def memory_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
-    b, d, N = 2, 1024, 16
-    print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, N {N}, float32)\n")
-    print("| L | all states b·d·N·L (MB) | inputs + output (MB) | peak memory growth during the call (MB) |")
-    print("|---:|---:|---:|---:|")
-    for L in sizes:
+def memory_table(device: str, cases: List[tuple], repeats: int, threads: int) -> None:
+    b, d = 2, 1024
+    print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, float32)\n")
+    print("| L | N | all states b·d·N·L (MB) | one chunk of states T·b·d·N (MB) | peak memory growth during the call (MB) | growth / (b·d·L·4 bytes) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for L, N in cases:
         r = run_worker(dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours", repeats=repeats, threads=threads))
-        states = b * d * N * L * 4 / 2**20
-        io = (4 * b * d * L + 2 * b * N * L) * 4 / 2**20  # u, delta, y, softplus(Δ) + B, C
-        print(f"| {L} | {states:.0f} | {io:.0f} | {fmt(r and r['peak_mb'], digits=4)} |")
+        mb = 4 / 2**20
+        chunk = _auto_chunk(b * d * N)
+        growth = r and r["peak_mb"]
+        per_io = None if growth is None else growth / (b * d * L * mb)
+        print(f"| {L} | {N} | {b * d * N * L * mb:.0f} | {chunk * b * d * N * mb:.1f} | {fmt(growth, digits=4)} | {fmt(per_io)} |")
+
+
+def indexed_loop_table(device: str, sizes: List[int], threads: int) -> None:
+    b, d, N = 2, 1024, 16
+    print(f"\n### Indexed reference loop, forward + backward ({device}; batch {b}, d {d}, N {N})\n")
+    print("| L | indexed loop: time (s) | indexed loop: peak memory (MB) | ours: time (s) | speed-up |")
+    print("|---:|---:|---:|---:|---:|")
+    for L in sizes:
+        base = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_bwd", threads=threads, repeats=1)
+        loop, ours = run_worker(dict(base, impl="indexed_loop")), run_worker(dict(base, impl="ours"))
+        speed = None if not (loop and ours) else loop["time_s"] / ours["time_s"]
+        print(f"| {L} | {fmt(loop and loop['time_s'])} | {fmt(loop and loop['peak_mb'], digits=4)} | {fmt(ours and ours['time_s'])} | {fmt(speed)}× |")
 
 
 def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
@@ -274,25 +314,22 @@ def main(argv=None) -> None:
 
     threads = args.threads or torch.get_num_threads()
     if args.quick:
-        scan_sizes, loop_max, mem_sizes, s4d_sizes, frames, repeats = [256, 1024], 1024, [256, 1024], [1024, 4096], 50, 1
+        scan_sizes, loop_max, indexed_sizes, frames, repeats = [256, 1024], 1024, [64, 128], 50, 1
+        mem_cases, s4d_sizes = [(256, 16), (1024, 16), (1024, 64)], [1024, 4096]
     else:
-        scan_sizes, loop_max, mem_sizes, s4d_sizes, frames, repeats = (
-            [1024, 4096, 16384],
-            4096,
-            [1024, 4096, 16384, 65536],
-            [1024, 4096, 16384, 65536],
-            500,
-            args.repeats,
-        )
+        scan_sizes, loop_max, indexed_sizes, frames, repeats = [1024, 4096, 16384], 4096, [256, 512], 500, args.repeats
+        mem_cases = [(1024, 16), (4096, 16), (16384, 16), (65536, 16), (16384, 64), (16384, 256)]
+        s4d_sizes = [1024, 4096, 16384, 65536]
     print(f"# Kernel benchmarks\n\ntorch {torch.__version__}, {threads} CPU thread(s), {os.cpu_count()} CPU core(s)")
     scan_table("cpu", scan_sizes, loop_max, repeats, threads)
-    memory_table("cpu", mem_sizes, repeats, threads)
+    indexed_loop_table("cpu", indexed_sizes, threads)
+    memory_table("cpu", mem_cases, repeats, threads)
     s4d_table("cpu", s4d_sizes, repeats, threads)
     step_table("cpu", frames, repeats, threads)
     if torch.cuda.is_available():
         print(f"\n## CUDA: {torch.cuda.get_device_name(0)}")
         scan_table("cuda", scan_sizes, loop_max, repeats, 0)
-        memory_table("cuda", mem_sizes, repeats, 0)
+        memory_table("cuda", mem_cases, repeats, 0)
         s4d_table("cuda", s4d_sizes, repeats, 0)
         step_table("cuda", frames, repeats, 0)
         try:

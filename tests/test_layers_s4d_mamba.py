@@ -27,6 +27,16 @@ def padded_batch(lengths, D, dtype=torch.float64):
     return x, lengths_to_mask(torch.tensor(lengths))
 
 
+def check_padding_invariance(layer, lengths, D):
+    """Zero output at padded frames; each utterance's real frames as if it were alone."""
+    x, mask = padded_batch(lengths, D)
+    y = layer(x, mask)
+    assert (y[~mask] == 0).all()
+    for i, n in enumerate(lengths):
+        assert rel_err(y[i : i + 1, :n], layer(x[i : i + 1, :n])) <= 1e-12
+    return x, y
+
+
 # ----------------------------------------------------------------------------- S4D reference
 def s4d_ref_kernels(layer, L):
     """K_c[h, l] = Re(Σ_n C_c B̄ Ā^l) from the layer's stored parameters, by repeated products."""
@@ -110,12 +120,7 @@ def test_s4d_forward_equals_steps_and_chunks(cfg):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_s4d_padded_batch_equals_each_utterance(kernel_size, bidirectional):
     layer = make_s4d(init="s4d_lin", bidirectional=bidirectional, kernel_size=kernel_size)
-    lengths = [23, 9, 1]
-    x, mask = padded_batch(lengths, 5)
-    y = layer(x, mask)
-    assert (y[~mask] == 0).all()
-    for i, n in enumerate(lengths):
-        assert rel_err(y[i : i + 1, :n], layer(x[i : i + 1, :n])) <= 1e-12
+    check_padding_invariance(layer, [23, 9, 1], 5)
 
 
 def test_s4d_float32_and_bf16_autocast():
@@ -237,25 +242,16 @@ def test_mamba_forward_equals_steps_and_chunks():
 
 
 def test_mamba_padded_batch_equals_each_utterance():
-    m = make_mixer(bias=True)
-    lengths = [17, 6, 2]
-    x, mask = padded_batch(lengths, 6)
-    y = m(x, mask)
-    assert (y[~mask] == 0).all()
-    for i, n in enumerate(lengths):
-        assert rel_err(y[i : i + 1, :n], m(x[i : i + 1, :n])) <= 1e-12
+    check_padding_invariance(make_mixer(bias=True), [17, 6, 2], 6)
 
 
 @pytest.mark.parametrize("combine", ["add", "concat"])
 def test_bidirectional_mamba(combine):
     bm = BidirectionalMamba(6, combine=combine, d_state=4, d_conv=3, bias=True).double()
     lengths = [15, 8, 3]
-    x, mask = padded_batch(lengths, 6)
-    y = bm(x, mask)
-    assert (y[~mask] == 0).all()
+    x, y = check_padding_invariance(bm, lengths, 6)
     for i, n in enumerate(lengths):
         alone = x[i : i + 1, :n]
-        assert rel_err(y[i : i + 1, :n], bm(alone)) <= 1e-12
         # definition: forward mixer + time-reversed backward mixer (flip-scan-flip)
         fwd = mamba_ref_forward(bm.forward_mixer, alone)
         bwd = mamba_ref_forward(bm.backward_mixer, alone.flip(1)).flip(1)

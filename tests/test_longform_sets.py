@@ -53,7 +53,9 @@ def make_src(root: Path, rng, speakers=("1272-128104", "2035-147960"), n_per_spk
     for line in sorted(lines["utt2spk"]):
         u, s = line.split()
         spk2utt.setdefault(s, []).append(u)
-    (src / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items())))
+    (src / "spk2utt").write_text(
+        "".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items()))
+    )
     return src, audio
 
 

@@ -80,7 +80,7 @@ def test_frames_are_emitted_as_soon_as_their_samples_arrive(rng):
     for i in range(0, n, 100):
         seen += sf(x[i : i + 100]).size(0)
         received = min(i + 100, n)
-        # frame t needs padded samples t*hop .. t*hop + n_fft - 1, i.e. real ones up to t*hop + p - 1
+        # frame t needs padded samples up to t*hop + n_fft - 1, i.e. real ones up to t*hop + p - 1
         expect = 0 if received <= p else (received + p - 512) // 160 + 1
         assert seen == max(expect, 0)
     tail = sf(x[:0], is_final=True)

@@ -15,7 +15,12 @@ from espnet.nets.pytorch_backend.transformer.embedding import ScaledPositionalEn
 from espnet_ssm.layers.attention import SelfAttention, attention_mask, build_pos_enc
 from espnet_ssm.layers.frontend import InputLayer
 from espnet_ssm.streaming.attention import AttentionCache, attention_chunk
-from espnet_ssm.streaming.subsampling import init_input_state, input_layer_chunk
+from espnet_ssm.streaming.subsampling import (
+    init_input_state,
+    input_layer_chunk,
+    project_in_chunks,
+    split_input_layer,
+)
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 
 ATOL = 1e-5
@@ -76,3 +81,15 @@ def test_cached_attention_equals_causal_offline_attention(kind, left_context, rn
             if left_context >= 0:
                 assert cache.length <= left_context
     torch.testing.assert_close(torch.cat(outs, dim=1), ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("input_layer", ["conv2d", "conv2d6", "conv2d8", "linear"])
+def test_windowed_projection_of_long_inputs_equals_the_module(input_layer, rng):
+    layer = InputLayer(input_layer, 20, 16, 0.0, build_pos_enc("rel_pos", 16, 0.0)).eval()
+    xs = torch.randn(1, int(rng.integers(300, 900)), 20)
+    with torch.no_grad():
+        ref, _ = layer(xs)
+        project_then_encode = split_input_layer(layer)[1](
+            project_in_chunks(layer, xs, frames=int(rng.integers(8, 100)))
+        )[0]
+    torch.testing.assert_close(project_then_encode, ref, atol=ATOL, rtol=0)

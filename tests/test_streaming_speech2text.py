@@ -188,7 +188,8 @@ def test_long_form_stream_and_offline_modes_agree_with_offline_decoding(tmp_path
     ref.step(offline_log_probs(stream.asr_model, speech))
     a, b = stream(speech), offline(speech)
     assert a.token_ids == b.token_ids == ref.tokens
-    assert [(w.word, w.start, w.end) for w in a.words] == [(w.word, w.start, w.end) for w in b.words]
+    assert [(w.word, w.start, w.end) for w in a.words] == \
+        [(w.word, w.start, w.end) for w in b.words]
     frame = 4 * 128 / 8000
     for w, (lo, hi) in zip(a.words, _word_frames(ref)):
         assert (w.start, w.end) == pytest.approx((lo * frame, hi * frame))

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from espnet_ssm.ops import causal_depthwise_conv, reverse_padded, selective_scan, selective_scan_step, zero_padded
-from espnet_ssm.ops._checks import check_choice
+from espnet_ssm.ops._checks import check_choice, check_frames
 
 MambaState = Tuple[torch.Tensor, torch.Tensor]
 
@@ -201,12 +201,7 @@ class MambaMixer(torch.nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, fn: str, x: torch.Tensor, dim: int) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != dim or x.shape[-1] != self.d_model:
-            want = "(B, L, D)" if dim == 3 else "(B, D)"
-            raise ValueError(
-                f"MambaMixer.{fn}: x must have shape {want} with D = d_model = {self.d_model}, "
-                f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
-            )
+        check_frames(f"MambaMixer.{fn}", x, dim, self.d_model, "D")
 
     def _check_state(self, state: MambaState, batch: int) -> MambaState:
         want = ((batch, self.d_inner, self.d_conv), (batch, self.d_inner, self.d_state))

@@ -46,7 +46,7 @@ from espnet_ssm.ops import (
     two_sided_depthwise_conv,
     zero_padded,
 )
-from espnet_ssm.ops._checks import check_choice
+from espnet_ssm.ops._checks import check_choice, check_frames
 
 
 class S4D(torch.nn.Module):
@@ -210,12 +210,7 @@ class S4D(torch.nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, fn: str, x: torch.Tensor, dim: int) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != dim or x.shape[-1] != self.d_model:
-            want = "(B, L, H)" if dim == 3 else "(B, H)"
-            raise ValueError(
-                f"S4D.{fn}: x must have shape {want} with H = d_model = {self.d_model}, "
-                f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
-            )
+        check_frames(f"S4D.{fn}", x, dim, self.d_model, "H")
 
     def _check_causal(self, fn: str) -> None:
         if self.bidirectional:

@@ -58,6 +58,14 @@ def check_choice(fn: str, name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+def check_frames(fn: str, x: object, dim: int, size: int, name: str) -> None:
+    """Layer inputs: (B, L, size) when ``dim`` is 3, one frame (B, size) when 2."""
+    if not isinstance(x, torch.Tensor) or x.dim() != dim or x.shape[-1] != size:
+        want = f"(B, L, {name})" if dim == 3 else f"(B, {name})"
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{fn}: x must have shape {want} with {name} = d_model = {size}, got {got}")
+
+
 def check_stable(fn: str, A: torch.Tensor) -> None:
     """Reject state matrices with a positive real part: they grow without bound (Inf kernels)."""
     re = A.real if A.is_complex() else A

@@ -120,7 +120,9 @@ class _Chunk:
     pos_enc: Optional[torch.nn.Module]
 
 
-def _step(module: torch.nn.Module, x: torch.Tensor, state: Any, ctx: _Chunk) -> Tuple[torch.Tensor, Any]:
+def _step(
+    module: torch.nn.Module, x: torch.Tensor, state: Any, ctx: _Chunk
+) -> Tuple[torch.Tensor, Any]:
     """The module on chunk x (1, t, C) continuing from ``state`` (inference: no dropout)."""
     if isinstance(module, MacaronBlock):  # the maths of MacaronBlock.forward
         if module.feed_forward_macaron is not None:

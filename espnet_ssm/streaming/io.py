@@ -76,7 +76,9 @@ def read_recordings(
             raise FileNotFoundError(f"--key_file {key_file} does not exist")
         unknown = [k for k in wanted if k not in reader.data]
         if unknown:
-            raise KeyError(f"--key_file lists {len(unknown)} key(s) not in {wav_scp}: {unknown[:5]}")
+            raise KeyError(
+                f"--key_file lists {len(unknown)} key(s) not in {wav_scp}: {unknown[:5]}"
+            )
         keys = wanted
     for key in keys:
         try:

@@ -103,7 +103,8 @@ def durations(tables: Dict[str, Dict[str, str]]) -> Tuple[Dict[str, int], int]:
         bad = [u for u, n in tables["utt2num_samples"].items() if int(n) != out.get(u)]
         if bad:
             raise RuntimeError(
-                f"utt2num_samples disagrees with the audio for {len(bad)} utterance(s), e.g. {bad[:5]}"
+                f"utt2num_samples disagrees with the audio for {len(bad)} utterance(s), "
+                f"e.g. {bad[:5]}"
             )
     return out, rates.pop()
 
@@ -167,7 +168,8 @@ def build(
         for u in ordered:
             streams.setdefault(u.speaker, []).append(u)
 
-    tag = tag or (f"long{int(min_seconds)}" if min_seconds < 600 else f"long{int(min_seconds) // 60}min")
+    if tag is None:
+        tag = f"long{int(min_seconds)}" if min_seconds < 600 else f"long{int(min_seconds) // 60}min"
     wav_dir = dst / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     out: Dict[str, Dict[str, str]] = {
