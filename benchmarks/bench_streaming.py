@@ -180,6 +180,7 @@ def bench_longform(args: argparse.Namespace) -> None:
                 cells.append("not run")
                 continue
             res = run_capped(name, m, args)
+            print(f"<!-- {name}, {m:g} min: {json.dumps(res)} -->", flush=True)
             mode = res.get("mode", mode)
             if res["status"] == "ok":
                 times[m] = res["seconds"]

@@ -165,7 +165,10 @@ def _mhssm_loop(layer, x, lengths):
         u = [[float(v) for v in x[b, t]] for t in range(n)]
         if layer.in_proj is not None:
             W, bias = layer.in_proj.weight, layer.in_proj.bias
-            u = [[sum(W[o, i] * u[t][i] for i in range(d)) + bias[o] for o in range(d)] for t in range(n)]
+            u = [
+                [sum(W[o, i] * u[t][i] for i in range(d)) + bias[o] for o in range(d)]
+                for t in range(n)
+            ]
         for stage in layer.stages:
             dirs = [stage.forward_ssm] + ([stage.backward_ssm] if stage.backward_ssm else [])
             per_dir = []
@@ -184,7 +187,11 @@ def _mhssm_loop(layer, x, lengths):
             for t in range(n):
                 for h in range(H):
                     # head h's input: each direction's channels of head h, side by side
-                    z = [per_dir[k][c][t] for k in range(len(dirs)) for c in range(h * dh, (h + 1) * dh)]
+                    z = [
+                        per_dir[k][c][t]
+                        for k in range(len(dirs))
+                        for c in range(h * dh, (h + 1) * dh)
+                    ]
                     z = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in z]  # GELU
                     for o in range(h * dh, (h + 1) * dh):
                         new[t][o] = sum(W[o, i] * z[i] for i in range(len(z))) + bias[o]
@@ -194,7 +201,9 @@ def _mhssm_loop(layer, x, lengths):
                 g = [u[t][c] / (1 + math.exp(-u[t][c + d // 2])) for c in range(d // 2)]
             elif layer.gating == "glu":
                 Wg, bg = layer.gate_proj.weight, layer.gate_proj.bias
-                gate = [sum(Wg[o, i] * float(x[b, t, i]) for i in range(d)) + bg[o] for o in range(d)]
+                gate = [
+                    sum(Wg[o, i] * float(x[b, t, i]) for i in range(d)) + bg[o] for o in range(d)
+                ]
                 g = [u[t][c] / (1 + math.exp(-gate[c])) for c in range(d)]
             else:
                 g = u[t]

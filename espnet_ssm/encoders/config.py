@@ -28,7 +28,7 @@ def _suggestion(key: str, valid: Iterable[str]) -> str:
 
 
 def strict_config(cls: T) -> T:
-    """Class decorator: unknown keyword arguments of ``cls.__init__`` raise :class:`EncoderConfigError`.
+    """Class decorator: unknown keyword arguments of ``__init__`` raise :class:`EncoderConfigError`.
 
     Values of the wrong type (caught by typeguard's ``@typechecked`` on ``__init__``) are reported
     as :class:`EncoderConfigError` too. The wrapped ``__init__`` keeps its signature

@@ -1,4 +1,4 @@
-r"""MH-SSM encoder (registry name ``mh_ssm``): a Transformer whose self-attention is a multi-head SSM.
+r"""MH-SSM encoder (registry name ``mh_ssm``): a Transformer with a multi-head SSM for attention.
 
 After "Multi-Head State Space Model for Speech Recognition" (Fathullah et al., Interspeech 2023).
 Each block, on x (B, T, d):

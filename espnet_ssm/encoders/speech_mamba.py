@@ -7,7 +7,7 @@ Chen, SLT 2024) and its released recipe. One layer, on x (B, T, d):
 
     \mathrm{MambaBlock}(h) &= h + \mathrm{Drop}(\mathrm{Mixer}(\mathrm{Norm}\,h)) \\
     h_1 &= \mathrm{MambaBlock}(x) \\
-    h_2 &= h_1 + \mathrm{Drop}(\mathrm{MHA}(\mathrm{Norm}\,h_1)) \quad\text{(full attention, padding-masked)}\\
+    h_2 &= h_1 + \mathrm{Drop}(\mathrm{MHA}(\mathrm{Norm}\,h_1)) \quad\text{(padding-masked)}\\
     x' &= \mathrm{MambaBlock}(h_2)
 
 with no feed-forward module, RMSNorm (``norm_type``), Mamba's selective-scan mixer

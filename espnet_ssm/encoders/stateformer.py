@@ -8,7 +8,7 @@ augments the Transformer block with MH-SSM layers. Our block (a :class:`MacaronB
     x &\leftarrow x + \tfrac12\mathrm{FFN}(\mathrm{LN}\,x) \\
     x &\leftarrow x + \mathrm{MHSSM}(\mathrm{LN}\,x) \\
     x &\leftarrow x + \mathrm{MHSA}(\mathrm{LN}\,x) \quad\text{(relative positions)} \\
-    x &\leftarrow x + \mathrm{Conv}(\mathrm{LN}\,x) \quad\text{(optional, } \texttt{use_conv_module}\text{)} \\
+    x &\leftarrow x + \mathrm{Conv}(\mathrm{LN}\,x) \quad\text{(with use\_conv\_module)} \\
     x &\leftarrow x + \tfrac12\mathrm{FFN}(\mathrm{LN}\,x);\qquad x \leftarrow \mathrm{LN}\,x
 
 ``block_order: attention_first`` swaps the MH-SSM and MHSA lines. ``causal: true`` (with

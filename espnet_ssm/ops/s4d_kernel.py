@@ -245,8 +245,7 @@ def _chunk(u, state, log_dt, A, B, C, D, discretization, block):
     for u_blk in u.split(block, dim=-1):
         n = u_blk.shape[-1]
         powers = torch.exp(log_dA[..., None] * torch.arange(n + 1, device=u.device, dtype=log_dA.real.dtype))
-        kernel = (C * dB)[..., None] * powers[..., :n]  # (H, N, n)
-        kernel = kernel.real.sum(1) if kernel.is_complex() else kernel.sum(1)
+        kernel = _powers_matmul((C * dB)[None], log_dA, n)[0]  # (H, n)
         y = causal_depthwise_conv(u_blk, kernel.to(u.dtype))
         y_state = torch.einsum("hnt,bhn->bht", C[..., None] * powers[..., 1:], state.to(powers.dtype))
         y = y + (y_state.real if y_state.is_complex() else y_state).to(u.dtype)
