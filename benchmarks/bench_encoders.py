@@ -9,8 +9,9 @@ Prints three tables:
    frames/s) on 10 s / 60 s / 240 s inputs, and its ratio to the Conformer's. Time is the CPU
    time of the measuring process (``time.process_time``, all its threads), which other jobs on a
    shared machine do not inflate the way they inflate wall-clock time; wall-clock time is
-   printed as well. Both are the minimum over ``--reps`` runs (inputs of 120 s and more are
-   timed once);
+   printed as well. Both are the minimum over ``--reps`` rounds; a round measures every model
+   once, in turn, so that a change of load on a shared machine hits all models alike (inputs of
+   120 s and more get one round);
 3. peak memory of the same runs: each (encoder, duration) runs in a fresh subprocess whose
    peak resident memory is read from ``/proc/self/status`` (``VmHWM``, the high-water mark of
    the process's own address space; ``ru_maxrss`` would inherit the parent's peak across
@@ -136,6 +137,13 @@ def measure(name: str, seconds: float, reps: int, threads: int, timeout: float) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def best_of(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
+    """Merge two rounds: the fastest times and the largest memory peaks."""
+    if a is None or b is None:
+        return a or b
+    return {k: (max if k.endswith("_mb") else min)(a[k], b[k]) for k in a}
+
+
 def parameter_table(names: List[str]) -> str:
     """Encoder and whole-model parameter counts (millions), from the configs."""
     import espnet_ssm  # noqa: F401
@@ -197,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "--models", nargs="+", default=[n for n in CONFIGS if n != "e_branchformer"],
         choices=list(CONFIGS), help="configs to measure (conformer is the reference)",
     )
-    parser.add_argument("--reps", type=int, default=None, help="timed runs (the minimum is kept)")
+    parser.add_argument("--reps", type=int, default=None, help="rounds (the fastest is kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--params-only", action="store_true", help="only the parameter table")
@@ -216,13 +224,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     durations = args.durations or ([10, 60] if args.quick else [10, 60, 240])
     reps = args.reps or (1 if args.quick else 3)
-    print(f"\n## Speed and memory ({args.threads} thread(s), min of {reps} run(s) below 120 s)")
+    print(f"\n## Speed and memory ({args.threads} thread(s), best of {reps} round(s) below 120 s)")
     results: Dict[str, Dict[float, Optional[dict]]] = {n: {} for n in models}
     for d in durations:
-        for name in models:
-            runs = reps if d < 120 else 1
-            results[name][d] = measure(name, d, runs, args.threads, args.timeout)
-            print(f"  measured {name} {d:g} s: {results[name][d]}", file=sys.stderr, flush=True)
+        for _ in range(reps if d < 120 else 1):
+            for name in models:
+                run = measure(name, d, 1, args.threads, args.timeout)
+                print(f"  measured {name} {d:g} s: {run}", file=sys.stderr, flush=True)
+                results[name][d] = best_of(results[name].get(d), run)
     print(results_tables(results, durations))
 
 

@@ -20,9 +20,11 @@ chunk is large, so every chunk is checked first: if max|A| · Σ_{k=t0+1}^{t1-1}
 a limit (60 in float32, 500 in float64) the chunk uses a Hillis-Steele scan on the decays
 exp(Δ_t A) instead (log2 T vectorised steps, products of numbers <= 1 only), so any Δ and A
 are safe. The backward pass is a custom autograd function that keeps only the inputs and one
-state per chunk, recomputes each chunk, and runs the adjoint recurrence
-g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1} backwards by the same two methods. Memory is
-O(batch·d·N·T) per chunk plus O(batch·d·N·L/T) saved states, never O(batch·d·N·L).
+state per segment of S frames (a few chunks), recomputes a segment at a time, and runs the
+adjoint recurrence g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1} backwards through it by the same
+two methods. Memory beyond the (batch, d, L) inputs and outputs is O(batch·d·N·S) for one
+segment plus O(batch·d·N·L/S) saved states (S·batch·d·N ≈ 2M elements, e.g. S = 64 for
+batch·d·N = 32768), and O(batch·d·N·T) for one chunk without autograd: never O(batch·d·N·L).
 
 The scan runs in float32 (float64 for float64 inputs) with autocast disabled; y is returned in
 u's dtype and the last state in the compute dtype (as mamba_ssm does). On CUDA, when the
@@ -43,6 +45,9 @@ BACKENDS = ("auto", "torch", "mamba_ssm")
 # automatic chunk length: about this many state elements (T·batch·d·N) per chunk, so that a
 # chunk's few temporaries stay in a CPU core's L2 cache
 CHUNK_ELEMENTS = 1 << 17
+# training keeps one state per segment of chunks with about this many state elements, and
+# recomputes a segment at a time in the backward pass
+SEGMENT_ELEMENTS = 1 << 21
 # largest exponent range allowed inside one chunk (see module docstring)
 _MAX_LOG_RANGE = {torch.float32: 60.0, torch.float64: 500.0}
 
@@ -202,14 +207,15 @@ def _tril(plan: Plan, like: torch.Tensor) -> torch.Tensor:
     return torch.ones(T, T, dtype=like.dtype, device=like.device).tril_()
 
 
-def _scan_forward(uu, dt, A, Bt, Ct, h, plan: Plan, keep_states: bool):
-    """Run all chunks; returns y (L, b, d), last state, and the chunk start states if kept."""
+def _scan_forward(uu, dt, A, Bt, Ct, h, plan: Plan, keep_every: int = 0):
+    """Run all chunks; returns y (L, b, d), the last state, and the states before every
+    ``keep_every``-th chunk (none when 0)."""
     L, b, d = uu.shape
     y = uu.new_empty(L, b, d)
     tril = _tril(plan, uu)
     starts = []
-    for t0, t1, closed in plan:
-        if keep_states:
+    for i, (t0, t1, closed) in enumerate(plan):
+        if keep_every and i % keep_every == 0:
             starts.append(h)
         hs = _Chunk(uu[t0:t1], dt[t0:t1], A, Bt[t0:t1], closed, tril).states(h, reuse_x=True)
         y[t0:t1] = _contract(hs, Ct[t0:t1])
@@ -218,13 +224,19 @@ def _scan_forward(uu, dt, A, Bt, Ct, h, plan: Plan, keep_states: bool):
 
 
 class _SelectiveScanFn(torch.autograd.Function):
-    """y = Σ_n C h (no D, no gate) and the last state, with a recomputing backward."""
+    """y = Σ_n C h (no D, no gate) and the last state, with a recomputing backward.
+
+    The forward keeps the state before every segment of ``per_segment`` chunks (about
+    ``SEGMENT_ELEMENTS`` state elements); the backward recomputes one segment's chunks at a
+    time, then runs the adjoint through them in reverse.
+    """
 
     @staticmethod
     def forward(ctx, uu, dt, A, Bt, Ct, h0, chunk: int):
         plan = _plan_chunks(dt, A, chunk)
-        y, last, starts = _scan_forward(uu, dt, A, Bt, Ct, h0, plan, keep_states=True)
-        ctx.plan = plan
+        per_segment = max(1, SEGMENT_ELEMENTS // (chunk * h0.numel()))
+        y, last, starts = _scan_forward(uu, dt, A, Bt, Ct, h0, plan, keep_every=per_segment)
+        ctx.plan, ctx.per_segment = plan, per_segment
         ctx.save_for_backward(uu, dt, A, Bt, Ct, *starts)
         return y, last
 
@@ -239,21 +251,26 @@ class _SelectiveScanFn(torch.autograd.Function):
         dy = torch.zeros_like(uu) if dy is None else dy
         carry = torch.zeros_like(starts[0]) if dlast is None else dlast.clone()  # dL/dh at chunk end
         tril = _tril(ctx.plan, uu)
-        for (t0, t1, closed), h in zip(reversed(ctx.plan), reversed(starts)):
-            sl = slice(t0, t1)
-            chunk = _Chunk(uu[sl], dt[sl], A, Bt[sl], closed, tril)
-            hs = chunk.states(h)
-            gy = _bcast(Ct[sl], d) * dy[sl][..., None]  # ∂L/∂h_t through y_t
-            gy[-1] += carry
-            g = chunk.adjoint(gy)  # ∂L/∂h_t
-            carry = chunk.first_decay() * g[0]
-            q = g * (hs - chunk.x)  # ∂L/∂(Δ_t A) = g_t · exp(Δ_t A) h_{t-1}
-            gB = _contract(g, Bt[sl])  # Σ_n g B
-            du[sl] = dt[sl] * gB
-            ddt[sl] = uu[sl] * gB + (q * A).sum(-1)
-            dA += (q.mul_(dt[sl][..., None])).sum((0, 1))
-            dB[sl] = _group_sum(g, dt[sl] * uu[sl], Bt.shape[2])
-            dC[sl] = _group_sum(hs, dy[sl], Ct.shape[2])
+        k = ctx.per_segment
+        for first in reversed(range(0, len(ctx.plan), k)):
+            h, segment = starts[first // k], []
+            for t0, t1, closed in ctx.plan[first : first + k]:
+                chunk = _Chunk(uu[t0:t1], dt[t0:t1], A, Bt[t0:t1], closed, tril)
+                hs = chunk.states(h)
+                segment.append((slice(t0, t1), chunk, hs))
+                h = hs[-1]
+            for sl, chunk, hs in reversed(segment):
+                gy = _bcast(Ct[sl], d) * dy[sl][..., None]  # ∂L/∂h_t through y_t
+                gy[-1] += carry
+                g = chunk.adjoint(gy)  # ∂L/∂h_t
+                carry = chunk.first_decay() * g[0]
+                q = g * (hs - chunk.x)  # ∂L/∂(Δ_t A) = g_t · exp(Δ_t A) h_{t-1}
+                gB = _contract(g, Bt[sl])  # Σ_n g B
+                du[sl] = dt[sl] * gB
+                ddt[sl] = uu[sl] * gB + (q * A).sum(-1)
+                dA += (q.mul_(dt[sl][..., None])).sum((0, 1))
+                dB[sl] = _group_sum(g, dt[sl] * uu[sl], Bt.shape[2])
+                dC[sl] = _group_sum(hs, dy[sl], Ct.shape[2])
         return du, ddt, dA, dB, dC, carry, None
 
 
@@ -363,7 +380,7 @@ def selective_scan(
         ):
             y, last = _SelectiveScanFn.apply(uu, dt, A_, Bt, Ct, h0, chunk_size)
         else:
-            y, last, _ = _scan_forward(uu, dt, A_, Bt, Ct, h0, _plan_chunks(dt, A_, chunk_size), False)
+            y, last, _ = _scan_forward(uu, dt, A_, Bt, Ct, h0, _plan_chunks(dt, A_, chunk_size))
         y = _finish(y.permute(1, 2, 0), u, D, z, (d, 1)).to(u.dtype)
     return (y, last) if return_last_state else y
 
