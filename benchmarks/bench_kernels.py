@@ -317,7 +317,7 @@ def main(argv=None) -> None:
         scan_sizes, loop_max, indexed_sizes, frames, repeats = [256, 1024], 1024, [64, 128], 50, 1
         mem_cases, s4d_sizes = [(256, 16), (1024, 16), (1024, 64)], [1024, 4096]
     else:
-        scan_sizes, loop_max, indexed_sizes, frames, repeats = [1024, 4096, 16384], 4096, [256, 512], 500, args.repeats
+        scan_sizes, loop_max, indexed_sizes, frames, repeats = [1024, 4096, 16384], 4096, [128, 256], 500, args.repeats
         mem_cases = [(1024, 16), (4096, 16), (16384, 16), (65536, 16), (16384, 64), (16384, 256)]
         s4d_sizes = [1024, 4096, 16384, 65536]
     print(f"# Kernel benchmarks\n\ntorch {torch.__version__}, {threads} CPU thread(s), {os.cpu_count()} CPU core(s)")

@@ -292,6 +292,13 @@ def test_mamba_espnet_init_restores_ssm_parameters():
     assert all(torch.equal(a, b) for a, b in zip(projections, (m.in_proj.weight, m.x_proj.weight, m.out_proj.weight)))
 
 
+def test_mamba_param_groups():
+    m = MambaMixer(4, d_state=2)
+    groups = ssm_param_groups(m, base_lr=0.01, weight_decay=0.1)
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert no_decay == {id(m.A_log), id(m.D), id(m.dt_proj.bias)}
+
+
 def test_mamba_bad_inputs():
     m = MambaMixer(4, d_state=2)
     with pytest.raises(ValueError, match=r"x must have shape \(B, L, D\) with D = d_model = 4"):

@@ -2,6 +2,7 @@
 
 Relative error = max|got - want| / max|want|: <= 1e-10 in float64, <= 1e-4 in float32.
 """
+import importlib
 import importlib.util
 import itertools
 
@@ -10,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from espnet_ssm.ops import selective_scan, selective_scan_step
-from espnet_ssm.ops.selective_scan import _plan_chunks
+
+# the module (the package attribute of the same name is the function)
+scan_module = importlib.import_module("espnet_ssm.ops.selective_scan")
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -158,12 +161,16 @@ def test_gradcheck():
 
 
 @pytest.mark.parametrize("delta_shift", [0.0, 60.0])
-def test_gradients_match_autograd_through_reference(delta_shift):
+@pytest.mark.parametrize("chunks_per_segment", [1, 2, None])
+def test_gradients_match_autograd_through_reference(delta_shift, chunks_per_segment, monkeypatch):
     # delta_shift = 60: Δ ≈ 60 in some frames, so some chunks exceed the closed form's range and
-    # take the Hillis-Steele path; both paths must give the reference gradients
+    # take the Hillis-Steele path; both paths must give the reference gradients. The backward
+    # pass recomputes segments of chunks: one chunk, two chunks, or (None) all of them at once.
+    if chunks_per_segment is not None:
+        monkeypatch.setattr(scan_module, "SEGMENT_ELEMENTS", chunks_per_segment * 8 * 2 * 4 * 3)
     inputs = make_inputs(batch=2, d=4, N=3, L=25)
     inputs["delta"][:, :, 5:9] += delta_shift
-    plan = _plan_chunks(F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1), inputs["A"], 8)
+    plan = scan_module._plan_chunks(F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1), inputs["A"], 8)
     assert {closed for _, _, closed in plan} == ({True} if delta_shift == 0 else {True, False})
     a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     b = {k: v.clone().requires_grad_() for k, v in inputs.items()}

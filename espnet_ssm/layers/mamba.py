@@ -12,7 +12,8 @@ E·D inner channels:
 
 Initialisation (Mamba's): A_log[c, n] = log(n+1), D = 1, dt_proj.weight ~ U(±R^-1/2),
 dt_proj.bias = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [dt_min, dt_max] floored at dt_init_floor;
-projections and the conv use PyTorch's defaults. ``espnet_initialization_fn`` restores the SSM
+projections and the conv use PyTorch's defaults. A_log, D and dt_proj.bias carry a
+no-weight-decay hint for ``espnet_ssm.ops.ssm_param_groups``. ``espnet_initialization_fn`` restores the SSM
 parts (conv, dt_proj, A_log, D) after ESPnet's ``--init`` and keeps its choice for the
 projections; ``reset_parameters`` re-initialises everything.
 
@@ -32,7 +33,14 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from espnet_ssm.ops import causal_depthwise_conv, reverse_padded, selective_scan, selective_scan_step, zero_padded
+from espnet_ssm.ops import (
+    causal_depthwise_conv,
+    reverse_padded,
+    selective_scan,
+    selective_scan_step,
+    set_optim_hint,
+    zero_padded,
+)
 from espnet_ssm.ops._checks import check_choice, check_frames
 
 MambaState = Tuple[torch.Tensor, torch.Tensor]
@@ -92,7 +100,7 @@ class MambaMixer(torch.nn.Module):
         self.D = torch.nn.Parameter(torch.empty(E))
         self.out_proj = torch.nn.Linear(E, d_model, bias=bias)
         for p in (self.A_log, self.D, self.dt_proj.bias):
-            p._no_weight_decay = True  # mamba_ssm's marker, kept for its optimizer recipes
+            set_optim_hint(p, weight_decay=0.0)  # as Mamba trains them; see ssm_param_groups
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
