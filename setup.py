@@ -29,6 +29,8 @@ setup(
         "console_scripts": [
             "espnet-ssm-asr-train=espnet_ssm.bin.asr_train:main",
             "espnet-ssm-asr-inference=espnet_ssm.bin.asr_inference:main",
+            "espnet-ssm-asr-inference-streaming=espnet_ssm.bin.asr_inference_streaming:main",
+            "espnet-ssm-asr-inference-longform=espnet_ssm.bin.asr_inference_longform:main",
             "espnet-ssm-pack=espnet_ssm.bin.pack:main",
         ]
     },
