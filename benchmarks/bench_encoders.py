@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Paper-scale encoders vs ESPnet's Conformer: parameters, forward time and peak memory on CPU.
 
-Prints three tables:
+Prints:
 
 1. parameters of every paper-scale config in ``conf/tuning/`` (encoder alone, and the whole
    CTC/attention model with a 5000-token vocabulary, the LibriSpeech recipe's BPE size);
@@ -16,15 +16,17 @@ Prints three tables:
    peak resident memory is read from ``/proc/self/status`` (``VmHWM``, the high-water mark of
    the process's own address space; ``ru_maxrss`` would inherit the parent's peak across
    fork + exec); "activations" is that peak minus the resident memory right after the encoder
-   was built (weights, libraries).
+   was built (weights, libraries). A run may use ``--memory-budget-gb`` beyond its built
+   encoder (less if the machine has less available); one that needs more stops with an
+   allocation error, reported under "Failures", rather than calling in the OOM killer.
 
 Targets from the project: within 1.5x of the Conformer's time at 10 s; attention-free MH-SSM
 at least 5x faster than the Conformer at 240 s.
 
 Usage::
 
-    python benchmarks/bench_encoders.py                 # 10/60/240 s, 3 timed runs each
-    python benchmarks/bench_encoders.py --quick         # 10/60 s, 1 timed run
+    python benchmarks/bench_encoders.py                 # 10/60/240 s, 3 rounds below 120 s
+    python benchmarks/bench_encoders.py --quick         # 10/60 s, 1 round
     python benchmarks/bench_encoders.py --params-only   # just the parameter table
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -91,7 +94,20 @@ def reset_peak_rss() -> None:
         pass  # the peak then includes the encoder's construction
 
 
-def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
+def limit_memory(budget_gb: float) -> float:
+    """Cap this process's further address space at ``budget_gb`` (less when the machine has
+    less available), so that an encoder needing more fails with an allocation error instead of
+    waking the kernel's OOM killer on a shared machine. Returns the budget applied, in GB."""
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    budget = min(budget_gb, info["MemAvailable"] / 2**20 - 2.0)
+    here = proc_status_mb("VmSize") * 2**20
+    limit = int(here + max(budget, 0.5) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return budget
+
+
+def worker(name: str, seconds: float, threads: int, budget_gb: float) -> dict:
     """One measurement in this (fresh) process; returns times and memory."""
     import torch
 
@@ -100,47 +116,49 @@ def worker(name: str, seconds: float, reps: int, threads: int) -> dict:
     encoder = build_encoder(name).eval()
     built_mb = proc_status_mb("VmRSS")
     reset_peak_rss()
+    budget = limit_memory(budget_gb)
     frames = int(seconds * FRAMES_PER_SECOND)
     x = torch.randn(1, frames, FEATURE_DIM)
     lengths = torch.tensor([frames])
-    cpu, wall = [], []
     with torch.no_grad():
         warm = min(frames, 1000)  # first-call costs, without doubling the long runs
         encoder(x[:, :warm], torch.tensor([warm]))
-        for _ in range(reps):
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
+        try:
             encoder(x, lengths)
-            cpu.append(time.process_time() - start_cpu)
-            wall.append(time.perf_counter() - start_wall)
+        except RuntimeError as e:  # the allocator's error under the address-space cap
+            raise SystemExit(f"out of the {budget:.1f} GB memory budget: {str(e)[:120]}")
+        cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     peak_mb = proc_status_mb("VmHWM")
     return {
-        "cpu_s": min(cpu), "wall_s": min(wall), "peak_mb": peak_mb,
-        "activations_mb": peak_mb - built_mb,
+        "cpu_s": cpu, "wall_s": wall, "peak_mb": peak_mb, "activations_mb": peak_mb - built_mb,
     }
 
 
-def measure(name: str, seconds: float, reps: int, threads: int, timeout: float) -> Optional[dict]:
-    """Run :func:`worker` in a subprocess; None when it fails (e.g. out of memory)."""
+def measure(
+    name: str, seconds: float, threads: int, budget_gb: float, timeout: float
+) -> Optional[dict]:
+    """Run :func:`worker` in a subprocess; ``{"error": why}`` when it fails."""
     cmd = [
-        sys.executable, __file__, "--_worker", name, str(seconds), str(reps), str(threads)
+        sys.executable, __file__, "--_worker", name, str(seconds), str(threads), str(budget_gb)
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f"  {name} {seconds:g} s: timed out after {timeout:g} s", file=sys.stderr)
-        return None
+        return {"error": f"timed out after {timeout:g} s"}
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-        print(f"  {name} {seconds:g} s: failed (rc {proc.returncode}): {tail[0]}", file=sys.stderr)
-        return None
+        return {"error": f"exit code {proc.returncode}: {tail[0]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def best_of(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
-    """Merge two rounds: the fastest times and the largest memory peaks."""
-    if a is None or b is None:
-        return a or b
+def best_of(a: Optional[dict], b: dict) -> dict:
+    """Merge two rounds: the fastest times and the largest memory peaks; errors only if both."""
+    if a is None or "error" in a:
+        return b
+    if "error" in b:
+        return a
     return {k: (max if k.endswith("_mb") else min)(a[k], b[k]) for k in a}
 
 
@@ -173,7 +191,7 @@ def ratio(value: Optional[float], ref: Optional[float]) -> str:
     return f"{value / ref:.2f}x" if value is not None and ref else "n/a"
 
 
-def results_tables(results: Dict[str, Dict[float, Optional[dict]]], durations: List[float]) -> str:
+def results_tables(results: Dict[str, Dict[float, dict]], durations: List[float]) -> str:
     head = "| model | " + " | ".join(f"{d:g} s | ratio" for d in durations) + " |"
     sep = "|---|" + "---|---|" * len(durations)
     out = []
@@ -188,11 +206,16 @@ def results_tables(results: Dict[str, Dict[float, Optional[dict]]], durations: L
         for name, per in results.items():
             cells = []
             for d in durations:
-                r, ref = per.get(d), results.get(REFERENCE, {}).get(d)
-                v = r[key] if r else None
-                cells += [fmt.format(v) if v is not None else "failed",
-                          ratio(v, ref[key] if ref else None)]
+                v = per[d].get(key)
+                ref = results[REFERENCE][d].get(key)
+                cells += [fmt.format(v) if v is not None else "failed", ratio(v, ref)]
             out.append(f"| {name} | " + " | ".join(cells) + " |")
+    failures = [
+        f"- {name} {d:g} s: {per[d]['error']}"
+        for name, per in results.items() for d in durations if "error" in per[d]
+    ]
+    if failures:
+        out += ["", "### Failures", ""] + failures
     return "\n".join(out)
 
 
@@ -208,13 +231,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--reps", type=int, default=None, help="rounds (the fastest is kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument(
+        "--memory-budget-gb", type=float, default=12.0,
+        help="memory a run may use beyond its built encoder (capped by what the machine has)",
+    )
     parser.add_argument("--params-only", action="store_true", help="only the parameter table")
     parser.add_argument("--_worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._worker:
-        name, seconds, reps, threads = args._worker
-        print(json.dumps(worker(name, float(seconds), int(reps), int(threads))))
+        name, seconds, threads, budget_gb = args._worker
+        print(json.dumps(worker(name, float(seconds), int(threads), float(budget_gb))))
         return
 
     models = list(dict.fromkeys([REFERENCE] + args.models))
@@ -225,11 +252,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     durations = args.durations or ([10, 60] if args.quick else [10, 60, 240])
     reps = args.reps or (1 if args.quick else 3)
     print(f"\n## Speed and memory ({args.threads} thread(s), best of {reps} round(s) below 120 s)")
-    results: Dict[str, Dict[float, Optional[dict]]] = {n: {} for n in models}
+    results: Dict[str, Dict[float, dict]] = {n: {} for n in models}
     for d in durations:
         for _ in range(reps if d < 120 else 1):
             for name in models:
-                run = measure(name, d, 1, args.threads, args.timeout)
+                run = measure(name, d, args.threads, args.memory_budget_gb, args.timeout)
                 print(f"  measured {name} {d:g} s: {run}", file=sys.stderr, flush=True)
                 results[name][d] = best_of(results[name].get(d), run)
     print(results_tables(results, durations))

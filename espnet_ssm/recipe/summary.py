@@ -61,17 +61,22 @@ def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5) -> str:
         out.append(f"Packed model:    {z} ({z.stat().st_size / 1e6:.1f} MB)")
     images = asr_exp / "images"
     if images.is_dir():
-        pngs = sorted(p.name for p in images.glob("*.png"))
-        out.append(f"Training curves: {images}/ ({', '.join(pngs[:6])}{', ...' if len(pngs) > 6 else ''})")
+        pngs = {p.name for p in images.glob("*.png")}
+        main = [p for p in ("loss.png", "cer_ctc.png", "acc.png", "optim0_lr0.png") if p in pngs]
+        out.append(f"Training curves: {images}/ ({', '.join(main)} and {len(pngs) - len(main)} more)")
     if (asr_exp / "tensorboard").is_dir():
         out.append(f"TensorBoard:     tensorboard --logdir {asr_exp / 'tensorboard'}")
     out.append(f"Training log:    {asr_exp / 'train.log'}")
     if zips:
-        out += ["", "Decode a wav file with the packed model (ESPnet's Speech2Text, after import espnet_ssm):",
-                f"  python -m espnet_ssm.bin.asr_inference --help   # or, in Python:",
-                "  import espnet_ssm; from espnet2.bin.asr_inference import Speech2Text",
-                "  from espnet2.main_funcs.pack_funcs import unpack",
-                f"  s2t = Speech2Text(**unpack('{zips[0]}', 'unpacked'), ctc_weight=1.0, beam_size=1)"]
+        out += [
+            "",
+            "Decode your own 16 kHz wav with the packed model (ESPnet's Speech2Text):",
+            "  import soundfile, espnet_ssm  # espnet_ssm first: it registers the encoder",
+            "  from espnet2.bin.asr_inference import Speech2Text",
+            "  from espnet2.main_funcs.pack_funcs import unpack",
+            f"  s2t = Speech2Text(**unpack('{zips[0]}', 'unpacked'), ctc_weight=1.0, beam_size=1)",
+            "  print(s2t(soundfile.read('my.wav')[0])[0][0])",
+        ]
     out.append("=" * 78)
     return "\n".join(out) + "\n"
 

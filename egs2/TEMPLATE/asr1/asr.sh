@@ -104,7 +104,7 @@ Options:
     # General configuration
     --stage          # Processes starts from the specified stage (default="${stage}").
     --stop_stage     # Processes is stopped at the specified stage (default="${stop_stage}").
-    --skip_stages    # Spicify the stage to be skipped (default="${skip_stages}").
+    --skip_stages    # Stages to skip, e.g. "2 4" (default="${skip_stages}").
     --skip_data_prep # Skip data preparation stages 1-5 (default="${skip_data_prep}").
     --skip_train     # Skip training stages 2-5, 10-11 (default="${skip_train}").
     --skip_eval      # Skip decoding and evaluation stages 12-13 (default="${skip_eval}").
