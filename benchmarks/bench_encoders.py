@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -166,8 +167,9 @@ def best_of(a: Optional[dict], b: dict) -> dict:
 
 def parameter_table(names: List[str]) -> str:
     """Encoder and whole-model parameter counts (millions), from the configs."""
-    import espnet_ssm  # noqa: F401
-    from espnet_ssm.tasks import SSMASRTask
+    with contextlib.redirect_stdout(sys.stderr):  # ESPnet's import-time notices, not the table
+        import espnet_ssm  # noqa: F401
+        from espnet_ssm.tasks import SSMASRTask
 
     rows = ["| model | config | encoder params (M) | model params, 5000 BPE (M) |",
             "|---|---|---|---|"]
@@ -223,7 +225,7 @@ def results_tables(results: Dict[str, Dict[float, dict]], durations: List[float]
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 s and 60 s, one timed run")
+    parser.add_argument("--quick", action="store_true", help="10 s and 60 s, one round")
     parser.add_argument("--durations", type=float, nargs="+", default=None,
                         help="input durations in seconds (default 10 60 240)")
     parser.add_argument(
@@ -234,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument(
-        "--memory-budget-gb", type=float, default=12.0,
+        "--memory-budget-gb", type=float, default=16.0,
         help="memory a run may use beyond its built encoder (capped by what the machine has)",
     )
     parser.add_argument("--params-only", action="store_true", help="only the parameter table")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+TABLES = ("scan", "indexed", "memory", "s4d", "step")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -160,7 +161,8 @@ def worker(spec: Dict) -> Dict:
             kernel = _measure(lambda: ops.s4d_kernel(log_dt, A, B, C, L), device, spec["repeats"])
             K = ops.s4d_kernel(log_dt, A, B, C, L)
             conv = _measure(lambda: ops.fft_causal_conv(u, K), device, spec["repeats"])
-        return {"kernel_s": kernel["time_s"], "conv_s": conv["time_s"], "peak_mb": max(kernel["peak_mb"], conv["peak_mb"])}
+        peak = max(kernel["peak_mb"], conv["peak_mb"])
+        return {"kernel_s": kernel["time_s"], "conv_s": conv["time_s"], "peak_mb": peak}
     if kind == "step":
         from espnet_ssm.layers.mamba import MambaMixer
         from espnet_ssm.layers.s4d import S4D
@@ -231,18 +233,24 @@ def scan_table(device: str, sizes: List[int], loop_max_L: int, repeats: int, thr
         print(f"\nScaling: time(L={hi}) / time(L={lo}) = {ratio:.2f} for a {hi // lo}× longer sequence.")
 
 
-def memory_table(device: str, cases: List[tuple], repeats: int, threads: int) -> None:
+def memory_table(device: str, cases: List[tuple], threads: int) -> None:
     b, d = 2, 1024
     print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, float32)\n")
-    print("| L | N | all states b·d·N·L (MB) | one chunk of states T·b·d·N (MB) | peak memory growth during the call (MB) | growth / (b·d·L·4 bytes) |")
+    print(
+        "| L | N | all states b·d·N·L (MB) | one chunk of states T·b·d·N (MB) "
+        "| peak memory growth during the call (MB) | growth / (b·d·L·4 bytes) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for L, N in cases:
-        r = run_worker(dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours", repeats=repeats, threads=threads))
+        # memory only: one call, no timed repeats
+        spec = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours")
+        r = run_worker(dict(spec, repeats=0, threads=threads))
         mb = 4 / 2**20
         chunk = _auto_chunk(b * d * N)
         growth = r and r["peak_mb"]
         per_io = None if growth is None else growth / (b * d * L * mb)
-        print(f"| {L} | {N} | {b * d * N * L * mb:.0f} | {chunk * b * d * N * mb:.1f} | {fmt(growth, digits=4)} | {fmt(per_io)} |")
+        states, one_chunk = b * d * N * L * mb, chunk * b * d * N * mb
+        print(f"| {L} | {N} | {states:.0f} | {one_chunk:.1f} | {fmt(growth, digits=4)} | {fmt(per_io)} |")
 
 
 def indexed_loop_table(device: str, sizes: List[int], threads: int) -> None:
@@ -254,7 +262,8 @@ def indexed_loop_table(device: str, sizes: List[int], threads: int) -> None:
         base = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_bwd", threads=threads, repeats=1)
         loop, ours = run_worker(dict(base, impl="indexed_loop")), run_worker(dict(base, impl="ours"))
         speed = None if not (loop and ours) else loop["time_s"] / ours["time_s"]
-        print(f"| {L} | {fmt(loop and loop['time_s'])} | {fmt(loop and loop['peak_mb'], digits=4)} | {fmt(ours and ours['time_s'])} | {fmt(speed)}× |")
+        loop_t, loop_m = fmt(loop and loop["time_s"]), fmt(loop and loop["peak_mb"], digits=4)
+        print(f"| {L} | {loop_t} | {loop_m} | {fmt(ours and ours['time_s'])} | {fmt(speed)}× |")
 
 
 def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
@@ -275,7 +284,8 @@ def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None
         )
     lo, hi = min(sizes), max(sizes)
     if lo in totals and hi in totals:
-        print(f"\nScaling: total(L={hi}) / total(L={lo}) = {totals[hi] / totals[lo]:.1f} for a {hi // lo}× longer sequence.")
+        ratio = totals[hi] / totals[lo]
+        print(f"\nScaling: total(L={hi}) / total(L={lo}) = {ratio:.1f} for a {hi // lo}× longer sequence.")
 
 
 def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
@@ -283,13 +293,17 @@ def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
     print("| layer | config | µs / frame |")
     print("|---|---|---:|")
     for layer, d_model, N in (("S4D", 512, 64), ("MambaMixer", 256, 16), ("MambaMixer", 512, 256)):
-        r = run_worker(dict(kind="step", device=device, layer=layer, d_model=d_model, N=N, batch=1, frames=frames, repeats=repeats, threads=threads))
+        spec = dict(kind="step", device=device, layer=layer, d_model=d_model, N=N, batch=1, frames=frames)
+        r = run_worker(dict(spec, repeats=repeats, threads=threads))
         print(f"| {layer} | d_model {d_model}, N {N} | {fmt(r and r['per_frame_s'], 1e6)} |")
 
 
 def fused_table(sizes: List[int], repeats: int) -> None:
     b, d, N = 2, 1024, 16
-    print(f"\n### Selective scan on CUDA: ours vs mamba_ssm fused kernel (forward + backward; batch {b}, d {d}, N {N})\n")
+    print(
+        "\n### Selective scan on CUDA: ours vs mamba_ssm fused kernel "
+        f"(forward + backward; batch {b}, d {d}, N {N})\n"
+    )
     print("| L | ours (ms) | mamba_ssm (ms) | ours / fused |")
     print("|---:|---:|---:|---:|")
     for L in sizes:
@@ -304,6 +318,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--tables",
+        default=",".join(TABLES),
+        help=f"comma-separated subset of {','.join(TABLES)} (default: all)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -320,18 +339,26 @@ def main(argv=None) -> None:
         scan_sizes, loop_max, indexed_sizes, frames, repeats = [1024, 4096, 16384], 4096, [128, 256], 500, args.repeats
         mem_cases = [(1024, 16), (4096, 16), (16384, 16), (65536, 16), (16384, 64), (16384, 256)]
         s4d_sizes = [1024, 4096, 16384, 65536]
+    tables = set(args.tables.split(","))
+    unknown = tables - set(TABLES)
+    if unknown:
+        parser.error(f"--tables: unknown table(s) {sorted(unknown)}; choose from {list(TABLES)}")
     print(f"# Kernel benchmarks\n\ntorch {torch.__version__}, {threads} CPU thread(s), {os.cpu_count()} CPU core(s)")
-    scan_table("cpu", scan_sizes, loop_max, repeats, threads)
-    indexed_loop_table("cpu", indexed_sizes, threads)
-    memory_table("cpu", mem_cases, repeats, threads)
-    s4d_table("cpu", s4d_sizes, repeats, threads)
-    step_table("cpu", frames, repeats, threads)
-    if torch.cuda.is_available():
-        print(f"\n## CUDA: {torch.cuda.get_device_name(0)}")
-        scan_table("cuda", scan_sizes, loop_max, repeats, 0)
-        memory_table("cuda", mem_cases, repeats, 0)
-        s4d_table("cuda", s4d_sizes, repeats, 0)
-        step_table("cuda", frames, repeats, 0)
+    devices = [("cpu", threads)] + ([("cuda", 0)] if torch.cuda.is_available() else [])
+    for device, n_threads in devices:
+        if device == "cuda":
+            print(f"\n## CUDA: {torch.cuda.get_device_name(0)}")
+        if "scan" in tables:
+            scan_table(device, scan_sizes, loop_max, repeats, n_threads)
+        if "indexed" in tables and device == "cpu":
+            indexed_loop_table(device, indexed_sizes, n_threads)
+        if "memory" in tables:
+            memory_table(device, mem_cases, n_threads)
+        if "s4d" in tables:
+            s4d_table(device, s4d_sizes, repeats, n_threads)
+        if "step" in tables:
+            step_table(device, frames, repeats, n_threads)
+    if "scan" in tables and torch.cuda.is_available():
         try:
             import mamba_ssm  # noqa: F401
 

@@ -138,7 +138,8 @@ def test_kernel_extreme_steps_stay_finite(disc):
     K = s4d_kernel(log_dt, A, torch.ones(H, N), torch.randn(H, N), L, disc)
     assert torch.isfinite(K).all()
     Ac = torch.complex(-torch.rand(H, N) * 1e-4, torch.randn(H, N) * 1e3)
-    Kc = s4d_kernel(log_dt - 10, Ac, torch.ones(H, N, dtype=torch.cfloat), torch.randn(H, N, dtype=torch.cfloat), L, disc)
+    ones, Cc = torch.ones(H, N, dtype=torch.cfloat), torch.randn(H, N, dtype=torch.cfloat)
+    Kc = s4d_kernel(log_dt - 10, Ac, ones, Cc, L, disc)
     assert torch.isfinite(Kc).all()
 
 
@@ -163,7 +164,8 @@ def test_kernel_gradcheck(complex_A, disc):
 
     def kernel(*p):
         if complex_A:
-            return s4d_kernel(p[0], torch.complex(p[1], p[2]), torch.view_as_complex(p[3]), torch.view_as_complex(p[4]), 9, disc)
+            A_c = torch.complex(p[1], p[2])
+            return s4d_kernel(p[0], A_c, torch.view_as_complex(p[3]), torch.view_as_complex(p[4]), 9, disc)
         return s4d_kernel(*p, 9, disc)
 
     assert torch.autograd.gradcheck(kernel, params)

@@ -64,6 +64,7 @@ def ref_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
 
 
 OPTIONS = ("D", "z", "delta_bias", "initial_state")
+SEQUENCES = ("u", "delta", "B", "C", "z")  # inputs with a time axis
 
 
 def pick(inputs, used):
@@ -119,7 +120,7 @@ def test_chunks_with_carried_state_equal_full_sequence():
     cuts = sorted(torch.randperm(59)[:5].add(1).tolist())
     state, ys = inputs["initial_state"], []
     for t0, t1 in zip([0] + cuts, cuts + [60]):
-        part = {k: (v[..., t0:t1] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items()}
+        part = {k: (v[..., t0:t1] if k in SEQUENCES else v) for k, v in inputs.items()}
         part["initial_state"] = state
         y, state = selective_scan(**part, delta_softplus=True, return_last_state=True)
         ys.append(y)
@@ -170,7 +171,8 @@ def test_gradients_match_autograd_through_reference(delta_shift, chunks_per_segm
         monkeypatch.setattr(scan_module, "SEGMENT_ELEMENTS", chunks_per_segment * 8 * 2 * 4 * 3)
     inputs = make_inputs(batch=2, d=4, N=3, L=25)
     inputs["delta"][:, :, 5:9] += delta_shift
-    plan = scan_module._plan_chunks(F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1), inputs["A"], 8)
+    dt = F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1)
+    plan = scan_module._plan_chunks(dt, inputs["A"], 8)
     assert {closed for _, _, closed in plan} == ({True} if delta_shift == 0 else {True, False})
     a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
@@ -192,12 +194,12 @@ def test_long_sequence_float32_is_finite():
     # the tail of the sequence equals a restart from the state before it
     with torch.no_grad():
         _, mid = selective_scan(
-            **{k: (v[..., :199_990] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items()},
+            **{k: (v[..., :199_990] if k in SEQUENCES else v) for k, v in inputs.items()},
             delta_softplus=True,
             return_last_state=True,
         )
     want, _ = ref_scan(
-        **{k: (v[..., 199_990:] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items() if k != "initial_state"},
+        **{k: (v[..., 199_990:] if k in SEQUENCES else v) for k, v in inputs.items() if k != "initial_state"},
         initial_state=mid,
         delta_softplus=True,
     )
@@ -233,7 +235,8 @@ def test_bad_inputs_raise_value_errors():
         with pytest.raises(ValueError, match=message):
             selective_scan(**dict(inputs, **override))
     with pytest.raises(ValueError, match=r"selective_scan_step: B_t must have shape"):
-        selective_scan_step(inputs["initial_state"], inputs["u"][..., 0], inputs["delta"][..., 0], inputs["A"], inputs["B"], inputs["C"][..., 0])
+        frame = {k: inputs[k][..., 0] for k in ("u", "delta", "C")}
+        selective_scan_step(inputs["initial_state"], frame["u"], frame["delta"], inputs["A"], inputs["B"], frame["C"])
 
 
 @pytest.mark.skipif(

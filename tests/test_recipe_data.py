@@ -325,6 +325,9 @@ def test_generated_corpus_is_prepared_by_stage1(tmp_path):
     marker = (root / ".complete").stat().st_mtime
     synth_corpus.generate(tmp_path / "c", sizes, seed=3, nj=2)  # complete: nothing redone
     assert (root / ".complete").stat().st_mtime == marker
+    smaller = {"train-synth": 3, "dev-synth": 1, "test-synth": 1}
+    synth_corpus.generate(tmp_path / "c", smaller, seed=4, nj=1)  # other settings: made afresh
+    assert len(list(root.glob("*/*/*/*.flac"))) == 5
 
 
 def test_stage1_cli_stops_on_bad_corpus(corpus, tmp_path):

@@ -137,7 +137,8 @@ class S4D(torch.nn.Module):
     def _discrete_ssm(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Ā, B̄, C) for :meth:`step`. Without autograd they are cached until a parameter
         changes (in-place updates bump ``Tensor._version``), so streaming pays once, not per frame."""
-        key = tuple((p.data_ptr(), p._version) for p in (self.log_dt, self.log_A_real, self.A_imag, self.B, self.C) if p is not None)
+        params = (self.log_dt, self.log_A_real, self.A_imag, self.B, self.C)
+        key = tuple((p.data_ptr(), p._version) for p in params if p is not None)
         if not torch.is_grad_enabled() and self._step_cache is not None and self._step_cache[0] == key:
             return self._step_cache[1]
         A, B, C = self._ssm()

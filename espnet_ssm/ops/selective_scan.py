@@ -79,13 +79,16 @@ def _compute_dtype(*xs: Optional[torch.Tensor]) -> torch.dtype:
 
 
 def _delta(delta: torch.Tensor, delta_bias: Optional[torch.Tensor], softplus: bool, dtype) -> torch.Tensor:
+    """Δ from delta with channels last ((L, batch, d) or (batch, d)), in the compute dtype."""
     delta = delta.to(dtype)
     if delta_bias is not None:
-        delta = delta + delta_bias.to(dtype)[:, None] if delta.dim() == 3 else delta + delta_bias.to(dtype)
+        delta = delta + delta_bias.to(dtype)
     return F.softplus(delta) if softplus else delta
 
 
-def _finish(y: torch.Tensor, u: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor], shape_d) -> torch.Tensor:
+def _finish(
+    y: torch.Tensor, u: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor], shape_d
+) -> torch.Tensor:
     """y + D u, then the SiLU(z) gate; all in y's (compute) dtype."""
     if D is not None:
         y = y + D.to(y.dtype).view(shape_d) * u.to(y.dtype)
@@ -100,8 +103,9 @@ class _Chunk:
     """Everything one chunk needs, computed once and shared by its forward and adjoint scans.
 
     ``closed`` chunks (log-decay range within the limit) use the closed form with
-    E = exp(R), R_t = A·Σ_{k=1}^{t} Δ_k (dividing by E multiplies by exp(-R)); the others a Hillis-Steele scan on the decays
-    exp(Δ_t A), which only multiplies numbers <= 1 and so is safe for any Δ·A.
+    E = exp(R), R_t = A·Σ_{k=1}^{t} Δ_k (dividing by E multiplies by exp(-R)); the others a
+    Hillis-Steele scan on the decays exp(Δ_t A), which only multiplies numbers <= 1 and so is
+    safe for any Δ·A.
     """
 
     def __init__(self, uu, dt, A, Bc, closed: bool, tril: torch.Tensor):
@@ -260,17 +264,18 @@ class _SelectiveScanFn(torch.autograd.Function):
                 segment.append((slice(t0, t1), chunk, hs))
                 h = hs[-1]
             for sl, chunk, hs in reversed(segment):
-                gy = _bcast(Ct[sl], d) * dy[sl][..., None]  # ∂L/∂h_t through y_t
+                dt_c, u_c, dy_c = dt[sl], uu[sl], dy[sl]
+                gy = _bcast(Ct[sl], d) * dy_c[..., None]  # ∂L/∂h_t through y_t
                 gy[-1] += carry
                 g = chunk.adjoint(gy)  # ∂L/∂h_t
                 carry = chunk.first_decay() * g[0]
                 q = g * (hs - chunk.x)  # ∂L/∂(Δ_t A) = g_t · exp(Δ_t A) h_{t-1}
                 gB = _contract(g, Bt[sl])  # Σ_n g B
-                du[sl] = dt[sl] * gB
-                ddt[sl] = uu[sl] * gB + (q * A).sum(-1)
-                dA += (q.mul_(dt[sl][..., None])).sum((0, 1))
-                dB[sl] = _group_sum(g, dt[sl] * uu[sl], Bt.shape[2])
-                dC[sl] = _group_sum(hs, dy[sl], Ct.shape[2])
+                du[sl] = dt_c * gB
+                ddt[sl] = u_c * gB + (q * A).sum(-1)
+                dA += q.mul_(dt_c[..., None]).sum((0, 1))
+                dB[sl] = _group_sum(g, dt_c * u_c, Bt.shape[2])
+                dC[sl] = _group_sum(hs, dy_c, Ct.shape[2])
         return du, ddt, dA, dB, dC, carry, None
 
 
@@ -365,10 +370,9 @@ def selective_scan(
 
     dtype = _compute_dtype(u, delta, A, B, C)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        dt = _delta(delta, delta_bias, delta_softplus, dtype)
-        # time-major copies: every chunk is then one contiguous slab
+        # time-major copies: every chunk is then one contiguous slab (and so are the gradients)
         uu = u.to(dtype).permute(2, 0, 1).contiguous()
-        dt = dt.permute(2, 0, 1).contiguous()
+        dt = _delta(delta.permute(2, 0, 1).contiguous(), delta_bias, delta_softplus, dtype)
         Bt = _grouped(B, False).to(dtype).permute(3, 0, 1, 2).contiguous()
         Ct = _grouped(C, False).to(dtype).permute(3, 0, 1, 2).contiguous()
         A_ = A.to(dtype)

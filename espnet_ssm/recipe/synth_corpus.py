@@ -12,7 +12,8 @@ Content:
   * sentences from the generative grammar in :mod:`espnet_ssm.recipe.grammar` (upper case, no
     punctuation), distinct across parts: no sentence of the dev or test part occurs in training;
   * one "reader" per espeak-ng voice = base voice (accent) + variant (voice quality), each with its
-    own speaking rate and pitch, jittered per utterance;
+    own speaking rate and pitch, jittered per utterance (144 training readers: 4 accents x 36
+    variants);
   * the variants of the dev and test readers never occur in training, so those voices are unseen;
   * mild noise: white noise at 20-35 dB SNR, random gain and leading/trailing silence.
 """
@@ -39,12 +40,22 @@ from espnet_ssm.recipe.grammar import SentenceGenerator, split_sentences
 FS = 16000
 ESPEAK_FS = 22050
 
-# Base voices (accents) and variants (voice qualities) of espeak-ng. A reader is one pair.
+# Base voices (accents) and variants (voice qualities: pitch range, formants, voicing) of
+# espeak-ng. A reader is one base + variant pair. Many training variants matter: a model trained
+# on a handful of voice qualities does not generalise to new ones.
 TRAIN_BASES = ("en-us", "en-gb", "en-gb-x-rp", "en-029")
 EVAL_BASES = ("en-us", "en-gb")
-TRAIN_VARIANTS = ("m1", "m2", "m3", "m5", "m6", "f1", "f2", "f3")
-DEV_VARIANTS = ("m8", "f5")
-TEST_VARIANTS = ("m4", "m7", "f4")
+TRAIN_VARIANTS = (
+    "m1", "m2", "m3", "m5", "m6", "m8", "f1", "f2", "f3", "f5", "Andy", "Annie", "Gene", "Jacky",
+    "Lee", "Mario", "Michael", "antonio", "aunty", "belinda", "edward", "gustave", "john", "marcelo",
+    "max", "michel", "norbert", "pablo", "paul", "quincy", "rob", "robert", "steph", "travis",
+    "victor", "grandpa",
+)
+DEV_VARIANTS = ("Alex", "Denis", "shelby", "linda")
+TEST_VARIANTS = ("m4", "m7", "f4", "Hugo", "Andrea")
+FEMALE_VARIANTS = frozenset(
+    ("f1", "f2", "f3", "f4", "f5", "Annie", "Andrea", "aunty", "belinda", "linda", "steph", "shelby")
+)
 
 DEFAULT_PARTS = ("train-synth", "dev-synth", "test-synth")
 
@@ -66,7 +77,7 @@ class Reader:
 
     @property
     def sex(self) -> str:
-        return "F" if self.variant.startswith("f") else "M"
+        return "F" if self.variant in FEMALE_VARIANTS else "M"
 
 
 @dataclass(frozen=True)
@@ -220,20 +231,29 @@ def generate(
     chapters_per_reader: int = 2,
     log_every: int = 500,
 ) -> Path:
-    """Synthesise the whole corpus (skipping flac files that already exist); return its root.
+    """Synthesise the whole corpus; return its root.
 
-    Re-running with the same arguments is cheap and produces the same corpus.
+    ``<root>/.plan`` records what the corpus is made of: an interrupted run with the same plan
+    resumes (existing flac files are kept), a finished one (``.complete``) is left alone, and a
+    corpus made with another plan is removed first, so files of two plans never mix.
     """
     if shutil.which("espeak-ng") is None:
         raise RuntimeError(
             "espeak-ng is not installed; install it with: sudo apt-get install -y espeak-ng"
         )
     readers, utterances = plan_corpus(out_dir, sizes, seed, chapters_per_reader)
-    marker = out_dir / "LibriSpeech" / ".complete"
-    plan = repr((sorted(sizes.items()), seed, chapters_per_reader))
+    root = out_dir / "LibriSpeech"
+    marker, plan_file = root / ".complete", root / ".plan"
+    plan = repr((sorted(sizes.items()), seed, chapters_per_reader, TRAIN_BASES, EVAL_BASES,
+                 TRAIN_VARIANTS, DEV_VARIANTS, TEST_VARIANTS))
     if marker.is_file() and marker.read_text() == plan:
         logging.info("corpus %s is complete, nothing to do", out_dir)
-        return out_dir / "LibriSpeech"
+        return root
+    if root.exists() and not (plan_file.is_file() and plan_file.read_text() == plan):
+        logging.info("removing %s: it was made with other settings", root)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(plan)
     todo = [u for u in utterances if not u.path.is_file()]
     logging.info(
         "synthesising %d of %d utterances (%s) with %d jobs",

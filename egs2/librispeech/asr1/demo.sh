@@ -15,13 +15,13 @@ SECONDS=0
 stage=1            # recipe stage to start from (the corpus is made first; a finished one is reused)
 stop_stage=14      # last recipe stage
 corpus_dir=demo_corpus # the corpus is written to <corpus_dir>/LibriSpeech/
-sizes="2400 150 300"   # utterances in the train, dev and test parts
+sizes="2400 100 200"   # utterances in the train, dev and test parts
 seed=0
 nj=2
 asr_config=conf/demo/train_asr_demo_ssm.yaml
 inference_config=conf/demo/decode_asr_demo.yaml
 token_type=bpe
-nbpe=64
+nbpe=512
 asr_args=
 
 help_message=$(cat << EOF
