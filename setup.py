@@ -32,6 +32,7 @@ setup(
             "espnet-ssm-asr-inference-streaming=espnet_ssm.bin.asr_inference_streaming:main",
             "espnet-ssm-asr-inference-longform=espnet_ssm.bin.asr_inference_longform:main",
             "espnet-ssm-pack=espnet_ssm.bin.pack:main",
+            "espnet-ssm-describe-encoder=espnet_ssm.bin.describe_encoder:main",
         ]
     },
 )

@@ -7,10 +7,16 @@ Importing this package registers our encoders (``mh_ssm``, ``stateformer``, ``sp
     import espnet_ssm  # noqa: F401  (registers the encoders)
     from espnet2.bin.asr_inference import Speech2Text
 """
-from espnet_ssm.registry import our_encoders, register_encoders
+import contextlib
+import sys
+
+# ESPnet prints notices (e.g. about optional flash-attn) on stdout while it is imported; send them
+# to stderr so that the stdout of our command-line tools carries only their output.
+with contextlib.redirect_stdout(sys.stderr):
+    from espnet_ssm.registry import our_encoders, register_encoders
+
+    register_encoders(our_encoders())
 
 __version__ = "0.1.0"
-
-register_encoders(our_encoders())
 
 __all__ = ["__version__", "register_encoders", "our_encoders"]

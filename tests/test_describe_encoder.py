@@ -1,0 +1,81 @@
+"""The encoder option reference is read from the code and stays in sync with it."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import espnet_ssm  # noqa: F401
+from espnet_ssm.bin import describe_encoder
+from espnet_ssm.encoder_options import (
+    _args_section,
+    encoder_options,
+    markdown_reference,
+    undocumented_options,
+    yaml_template,
+)
+from espnet_ssm.registry import our_encoders
+from espnet_ssm.tasks import resolved_encoder_conf
+from conftest import REPO
+
+NAMES = sorted(our_encoders())
+
+
+def test_args_section_parser_handles_shared_and_continued_entries():
+    doc = """Summary.
+
+    Args:
+        a: first
+            continued here.
+        b, c: shared
+        d, e,
+        f: list over two lines
+        g: last
+
+    Returns:
+        nothing: not an option
+    """
+    assert _args_section(doc) == {
+        "a": "first continued here.",
+        "b": "shared",
+        "c": "shared",
+        "d": "list over two lines",
+        "e": "list over two lines",
+        "f": "list over two lines",
+        "g": "last",
+    }
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_option_is_documented(name: str):
+    assert undocumented_options(name) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_yaml_template_holds_the_constructor_defaults(name: str):
+    conf = yaml.safe_load(yaml_template(name))
+    assert conf["encoder"] == name
+    assert conf["encoder_conf"] == resolved_encoder_conf(our_encoders()[name], {})
+    assert [o.name for o in encoder_options(name)] == list(conf["encoder_conf"])
+
+
+def test_template_builds_the_encoder():
+    conf = yaml.safe_load(yaml_template("ssm_conformer"))["encoder_conf"]
+    conf.update(output_size=32, attention_heads=2, linear_units=32, num_blocks=1)
+    encoder = our_encoders()["ssm_conformer"](input_size=20, **conf)
+    assert encoder.output_size() == 32
+
+
+def test_docs_file_is_up_to_date():
+    path = REPO / "docs" / "encoder_options.md"
+    assert path.read_text() == markdown_reference(), (
+        "docs/encoder_options.md is stale: python -m espnet_ssm.bin.describe_encoder --markdown "
+        "> docs/encoder_options.md"
+    )
+
+
+def test_cli(capsys):
+    describe_encoder.main(["speech_mamba"])
+    assert capsys.readouterr().out == yaml_template("speech_mamba")
+    with pytest.raises(SystemExit):
+        describe_encoder.main(["mh_sm"])
+    assert "invalid choice" in capsys.readouterr().err
