@@ -1,24 +1,22 @@
 """The ``encoder_conf`` options of our encoders: names, defaults and meanings, read from the code.
 
-Every option an encoder accepts is a keyword argument of its constructor, documented in the
-``Args:`` section of its class docstring (one ``name: meaning`` entry, or several names sharing one
-entry as ``a, b: meaning``). This module reads both, so the option reference
-(``python -m espnet_ssm.bin.describe_encoder``, ``docs/encoder_options.md``) can never drift from
-the code, and :func:`undocumented_options` lets a test insist that every option is explained.
+Every key an encoder accepts is a field of its ``Options`` dataclass
+(:mod:`espnet_ssm.encoders.options`), which holds the key's default and its meaning. This module
+reads them, so the option reference (``python -m espnet_ssm.bin.describe_encoder``,
+``docs/encoder_options.md``) can never drift from the code, and :func:`undocumented_options` lets
+a test insist that every option is explained.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, List
 
 import yaml
 
+from espnet_ssm.encoders.options import option_default, option_doc
 from espnet_ssm.registry import our_encoders
-
-_ENTRY = re.compile(r"^(\s*)([A-Za-z_][\w]*(?:,\s*[A-Za-z_][\w]*)*,?):\s*(.*)$")
-_SEE_ALSO = re.compile(r"\(see ``(\w+)``\)")
 
 
 @dataclass(frozen=True)
@@ -31,42 +29,6 @@ class EncoderOption:
     doc: str
 
 
-def _args_section(docstring: str) -> Dict[str, str]:
-    """``{name: meaning}`` from a Google-style ``Args:`` section.
-
-    An entry starts at the section's indentation; deeper lines continue it, and so does a line
-    at the same indentation when the entry so far is a comma-ended list of names.
-    """
-    lines = inspect.cleandoc(docstring or "").splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Args:") + 1
-    except StopIteration:
-        return {}
-    entries: List[str] = []
-    indent0: Optional[int] = None
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        indent = len(line) - len(line.lstrip())
-        if indent0 is None:
-            indent0 = indent
-        if indent < indent0:
-            break
-        open_list = bool(entries) and ":" not in entries[-1] and entries[-1].endswith(",")
-        if indent == indent0 and not open_list:
-            entries.append(line.strip())
-        elif entries:
-            entries[-1] = f"{entries[-1]} {line.strip()}"
-    docs: Dict[str, str] = {}
-    for entry in entries:
-        match = _ENTRY.match(entry)
-        if match:
-            for name in (n.strip() for n in match.group(2).split(",")):
-                if name:
-                    docs[name] = match.group(3).strip()
-    return docs
-
-
 def encoder_options(name: str) -> List[EncoderOption]:
     """The options of the encoder registered as ``name``, in constructor order.
 
@@ -75,27 +37,15 @@ def encoder_options(name: str) -> List[EncoderOption]:
     encoders = our_encoders()
     if name not in encoders:
         raise KeyError(f"unknown encoder {name!r}; ours are: {', '.join(sorted(encoders))}")
-    cls = encoders[name]
-    docs = _args_section(cls.__doc__ or "")
-    options = []
-    for pname, param in inspect.signature(cls.__init__).parameters.items():
-        if pname in ("self", "input_size") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        required = param.default is inspect.Parameter.empty
-        default = None if required else param.default
-        if isinstance(default, tuple):
-            default = list(default)
-        doc = docs.get(pname, "")
-        see = _SEE_ALSO.search(doc)
-        if see and see.group(1) != name and see.group(1) in encoders:
-            shared = _args_section(encoders[see.group(1)].__doc__ or "").get(pname)
-            doc = shared or doc
-        options.append(EncoderOption(pname, default, required, doc))
-    return options
+    options = encoders[name].Options
+    return [
+        EncoderOption(f.name, option_default(f), False, option_doc(options, f.name))
+        for f in dataclasses.fields(options)
+    ]
 
 
 def undocumented_options(name: str) -> List[str]:
-    """Options of encoder ``name`` that its docstring does not explain."""
+    """Options of encoder ``name`` whose meaning is not documented."""
     return [o.name for o in encoder_options(name) if not o.doc]
 
 

@@ -7,7 +7,6 @@ import yaml
 import espnet_ssm  # noqa: F401
 from espnet_ssm.bin import describe_encoder
 from espnet_ssm.encoder_options import (
-    _args_section,
     encoder_options,
     markdown_reference,
     undocumented_options,
@@ -20,29 +19,19 @@ from conftest import REPO
 NAMES = sorted(our_encoders())
 
 
-def test_args_section_parser_handles_shared_and_continued_entries():
-    doc = """Summary.
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_defaults_are_what_an_empty_conf_builds(name: str):
+    encoder = our_encoders()[name](input_size=20)
+    assert {o.name: o.default for o in encoder_options(name)} == vars(encoder.options)
 
-    Args:
-        a: first
-            continued here.
-        b, c: shared
-        d, e,
-        f: list over two lines
-        g: last
 
-    Returns:
-        nothing: not an option
-    """
-    assert _args_section(doc) == {
-        "a": "first continued here.",
-        "b": "shared",
-        "c": "shared",
-        "d": "list over two lines",
-        "e": "list over two lines",
-        "f": "list over two lines",
-        "g": "last",
-    }
+def test_shared_keys_have_one_meaning_and_family_defaults():
+    """A key shared by families keeps the meaning its group gives it, while a family may change
+    its default (d_state: ssm_conformer and mh_ssm differ)."""
+    conformer = {o.name: o for o in encoder_options("ssm_conformer")}
+    mh_ssm = {o.name: o for o in encoder_options("mh_ssm")}
+    assert conformer["d_state"].doc == mh_ssm["d_state"].doc != ""
+    assert conformer["d_state"].default != mh_ssm["d_state"].default
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,11 +1,22 @@
 """Building blocks of the encoders: input-layer arithmetic, attention masks, masked convolution."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import pytest
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import check_short_utt
 
-from espnet_ssm.encoders.config import EncoderConfigError, strict_config
+from espnet_ssm.encoders.config import EncoderConfigError
+from espnet_ssm.encoders.options import (
+    EncoderOptions,
+    StateOptions,
+    option,
+    option_doc,
+    options_signature,
+    parse_options,
+)
 from espnet_ssm.layers.attention import attention_mask
 from espnet_ssm.layers.depthwise_conv import MaskedDepthwiseConv1d
 from espnet_ssm.layers.frontend import CONV2D_CLASSES, InputLayer
@@ -133,18 +144,44 @@ def test_masked_depthwise_conv_matches_loop(causal, k):
     assert torch.allclose(y[real], expected[real], atol=1e-12)
 
 
-def test_strict_config_names_the_key_and_suggests():
-    @strict_config
-    class Toy:
-        def __init__(self, input_size: int, num_blocks: int = 2, dropout_rate: float = 0.1):
-            pass
+@dataclass
+class _ToyOptions(StateOptions, EncoderOptions):
+    """A family's options: two shared groups, one own key, one overridden default."""
 
-    Toy(input_size=3, num_blocks=4)
+    toy_width: int = option(3, "width of the toy.")
+    d_state: int = 7
+
+
+def test_parse_options_names_unknown_keys_and_suggests():
     with pytest.raises(EncoderConfigError) as e:
-        Toy(input_size=3, num_blokcs=4)
+        parse_options(_ToyOptions, "Toy", {"num_blokcs": 4})
     msg = str(e.value)
     assert "'num_blokcs'" in msg and "did you mean 'num_blocks'" in msg
-    assert "dropout_rate" in msg and "input_size" in msg
+    assert "toy_width" in msg and "dropout_rate" in msg and "input_size" in msg
+
+
+def test_parse_options_checks_types_and_every_group():
+    with pytest.raises(EncoderConfigError, match=r'invalid encoder_conf value.*"toy_width"'):
+        parse_options(_ToyOptions, "Toy", {"toy_width": "3"})
+    with pytest.raises(EncoderConfigError, match=r"d_state=0 must be >= 1"):  # StateOptions
+        parse_options(_ToyOptions, "Toy", {"d_state": 0})
+    with pytest.raises(EncoderConfigError, match=r"num_blocks=0 must be >= 1"):  # EncoderOptions
+        parse_options(_ToyOptions, "Toy", {"num_blocks": 0})
+    opts = parse_options(_ToyOptions, "Toy", {"toy_width": 5, "interctc_layer_idx": [1]})
+    assert (opts.toy_width, opts.d_state, opts.interctc_layer_idx) == (5, 7, [1])
+    assert parse_options(_ToyOptions, "Toy", {}).interctc_layer_idx == []  # not shared
+
+
+def test_options_signature_and_docs_cover_every_key():
+    sig = options_signature(_ToyOptions).parameters
+    keys = [f.name for f in dataclasses.fields(_ToyOptions)]
+    assert list(sig) == ["self", "input_size"] + keys
+    defaults = parse_options(_ToyOptions, "Toy", {})
+    assert all(sig[k].default == getattr(defaults, k) for k in keys)
+    assert all(len(option_doc(_ToyOptions, k)) > 3 for k in keys)
+    assert option_doc(_ToyOptions, "toy_width") == "width of the toy."
+    # an overridden default keeps the meaning given by the group that introduced the key
+    assert option_doc(_ToyOptions, "d_state") == option_doc(StateOptions, "d_state") != ""
 
 
 def _causal_ssm_loop(u, K, D, n):

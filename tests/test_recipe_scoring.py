@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pytest
 
-from espnet_ssm.recipe import jobs, progress, results, rtf, score
+from espnet_ssm.recipe import jobs, progress, results, rtf, score, summary
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "egs2" / "TEMPLATE" / "asr1"
@@ -188,6 +188,19 @@ def test_progress_condenses_epoch_results():
 def run_jobs(args: Sequence[str], cwd: Path, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TEMPLATE / "pyscripts" / "helper.py"), "jobs", *args],
                           cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_stage_time_table(tmp_path):
+    times = tmp_path / "times.tsv"
+    times.write_text("corpus\t95\nstage 11\t541\nstage 12\t7\n")
+    lines = summary.time_table(times)
+    assert len(lines) == 4
+    for line, (step, shown) in zip(lines, [("corpus", "1 min 35 s"), ("stage 11", "9 min 1 s"),
+                                          ("stage 12", "0 min 7 s"), ("total", "10 min 43 s")]):
+        assert line.split()[: len(step.split())] == step.split() and line.endswith(shown)
+    times.write_text("corpus\t95\nstage 11 took long\n")
+    with pytest.raises(ValueError, match=r"times.tsv:2: .*stage 11 took long"):
+        summary.time_table(times)
 
 
 def test_local_jobs_run_in_parallel_with_own_logs(tmp_path):

@@ -18,22 +18,22 @@ Outputs (final and intermediate) are zero at padded frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Any, ClassVar, List, Optional, Tuple, Union
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.repeat import repeat
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
-from espnet_ssm.encoders.config import (
-    EncoderConfigError,
-    check_choice,
-    check_interctc_layers,
-    check_positive,
-    check_rate,
+from espnet_ssm.encoders.config import EncoderConfigError
+from espnet_ssm.encoders.options import (
+    EncoderOptions,
+    options_signature,
+    parse_options,
 )
-from espnet_ssm.layers.attention import POS_ENC_TYPES, attention_mask, build_pos_enc
-from espnet_ssm.layers.frontend import INPUT_LAYERS, InputLayer
+from espnet_ssm.layers.attention import attention_mask, build_pos_enc
+from espnet_ssm.layers.frontend import InputLayer
 from espnet_ssm.ops.padding import lengths_to_mask
 
 EncoderOutput = Tuple[
@@ -63,70 +63,55 @@ class EncoderContext:
 class SSMEncoderBase(AbsEncoder):
     """Front-end, InterCTC and input checks shared by the encoder families.
 
-    Subclasses build ``self.encoders`` (an iterable of blocks ``block(x, ctx) -> x``) after
-    calling this constructor, and set ``uses_attention`` when a block attends.
-
-    Args:
-        input_size: feature dimension.
-        output_size: model dimension d.
-        num_blocks: number of blocks (for validating ``interctc_layer_idx``).
-        input_layer: ESPnet subsampling: conv2d, conv2d1, conv2d2, conv2d6, conv2d8, linear, None.
-        pos_enc_layer_type: none, abs_pos, scaled_abs_pos or rel_pos.
-        dropout_rate: dropout of the input layer.
-        positional_dropout_rate: dropout inside the positional encoding.
-        max_pos_emb_len: initial positional table length (grown on demand).
-        interctc_layer_idx: 1-based blocks whose outputs feed intermediate CTC losses.
-        interctc_use_conditioning: self-conditioned CTC (needs the model's CTC module).
-        causal: nothing looks ahead (attention masks; the subsampling's own look-ahead remains).
-        attention_left_context: frames of past each query may attend (-1: unlimited).
+    A family sets ``Options`` (a dataclass combining the groups of
+    :mod:`espnet_ssm.encoders.options` with its own keys), ``uses_attention`` when its blocks
+    attend, and ``build_block(o)``, which makes one block ``block(x, ctx) -> x`` from the parsed
+    options ``o``. The constructor ``cls(input_size, **encoder_conf)`` parses and checks the
+    options into ``self.options``, builds the input layer and ``num_blocks`` blocks. Each
+    family's ``__init__`` carries the signature of its ``Options`` (every key, with its default).
     """
 
-    uses_attention: bool = False
+    Options: ClassVar[type] = EncoderOptions
+    uses_attention: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        input_size: int,
-        output_size: int,
-        num_blocks: int,
-        input_layer: Optional[str],
-        pos_enc_layer_type: str,
-        dropout_rate: float,
-        positional_dropout_rate: float,
-        max_pos_emb_len: int,
-        interctc_layer_idx: List[int],
-        interctc_use_conditioning: bool,
-        causal: bool,
-        attention_left_context: int,
-    ):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        def __init__(self, input_size: int, **options: Any) -> None:
+            SSMEncoderBase.__init__(self, input_size, **options)
+
+        # a function of its own, so that inspect.signature(cls.__init__) lists cls's keys
+        __init__.__signature__ = options_signature(cls.Options)
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        __init__.__doc__ = f"Build from ``input_size`` and the keys of ``{cls.Options.__name__}``."
+        cls.__init__ = __init__
+
+    def build_block(self, o: Any) -> torch.nn.Module:
+        """One block ``block(x, ctx) -> x`` from the parsed options (defined by each family)."""
+        raise NotImplementedError
+
+    def __init__(self, input_size: int, **options: Any):
         super().__init__()
         owner = type(self).__name__
-        check_positive(owner, "output_size", output_size)
-        check_positive(owner, "num_blocks", num_blocks)
-        check_choice(owner, "input_layer", input_layer, INPUT_LAYERS)
-        check_choice(owner, "pos_enc_layer_type", pos_enc_layer_type, POS_ENC_TYPES)
-        check_rate(owner, "dropout_rate", dropout_rate)
-        check_rate(owner, "positional_dropout_rate", positional_dropout_rate)
-        check_interctc_layers(owner, list(interctc_layer_idx), num_blocks)
-        if attention_left_context < -1:
-            raise EncoderConfigError(
-                f"{owner}: attention_left_context={attention_left_context} must be -1 "
-                "(unlimited) or >= 0"
-            )
-        self._output_size = output_size
+        self.options = o = parse_options(self.Options, owner, options)
+        self._output_size = o.output_size
         self.input_size = input_size
         pos_enc = build_pos_enc(
-            pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len
+            o.pos_enc_layer_type, o.output_size, o.positional_dropout_rate, o.max_pos_emb_len
         )
         try:
-            self.embed = InputLayer(input_layer, input_size, output_size, dropout_rate, pos_enc)
+            self.embed = InputLayer(
+                o.input_layer, input_size, o.output_size, o.dropout_rate, pos_enc
+            )
         except ValueError as e:
             raise EncoderConfigError(f"{owner}: {e}") from None
-        self.after_norm = LayerNorm(output_size)
-        self.interctc_layer_idx = list(interctc_layer_idx)
-        self.interctc_use_conditioning = interctc_use_conditioning
+        self.after_norm = LayerNorm(o.output_size)
+        self.interctc_layer_idx = list(o.interctc_layer_idx)
+        self.interctc_use_conditioning = o.interctc_use_conditioning
         self.conditioning_layer: Optional[torch.nn.Module] = None  # set by ESPnetASRModel
-        self.causal = causal
-        self.attention_left_context = attention_left_context
+        self.causal = o.causal
+        self.attention_left_context = getattr(o, "attention_left_context", -1)
+        self.encoders = repeat(o.num_blocks, lambda _: self.build_block(o))
 
     def output_size(self) -> int:
         """Model dimension d of the encoder output."""

@@ -2,20 +2,15 @@
 
 ESPnet builds an encoder as ``cls(input_size=..., **encoder_conf)``. A misspelled key would
 otherwise surface as Python's bare ``TypeError: __init__() got an unexpected keyword argument``;
-:func:`strict_config` replaces that with an error that names the key, suggests the closest valid
-spelling and lists every valid key. The ``check_*`` helpers give the same treatment to values, so
-that an inconsistent configuration fails when the model is built, not at its first batch.
+:func:`unknown_keys_error` replaces that with an error that names the key, suggests the
+closest valid spelling and lists every valid key. The ``check_*`` helpers give the same
+treatment to values, so that an inconsistent configuration fails when the model is built, not
+at its first batch.
 """
 from __future__ import annotations
 
 import difflib
-import functools
-import inspect
-from typing import Any, Iterable, List, Sequence, TypeVar
-
-from typeguard import TypeCheckError
-
-T = TypeVar("T", bound=type)
+from typing import Any, Iterable, List, Sequence
 
 
 class EncoderConfigError(ValueError):
@@ -27,34 +22,15 @@ def _suggestion(key: str, valid: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def strict_config(cls: T) -> T:
-    """Class decorator: unknown keyword arguments of ``__init__`` raise :class:`EncoderConfigError`.
-
-    Values of the wrong type (caught by typeguard's ``@typechecked`` on ``__init__``) are reported
-    as :class:`EncoderConfigError` too. The wrapped ``__init__`` keeps its signature
-    (``inspect.signature`` follows ``__wrapped__``), so tools that read constructor defaults still
-    see them.
-    """
-    init = cls.__init__
-    params = inspect.signature(init).parameters
-    valid = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
-
-    @functools.wraps(init)
-    def checked_init(self, *args: Any, **kwargs: Any) -> None:
-        unknown = [k for k in kwargs if k not in valid]
-        if unknown:
-            lines = [f"'{k}'{_suggestion(k, valid)}" for k in unknown]
-            raise EncoderConfigError(
-                f"{cls.__name__}: unknown encoder_conf key(s): {', '.join(lines)}. "
-                f"Valid keys: {', '.join(sorted(valid))}"
-            )
-        try:
-            init(self, *args, **kwargs)
-        except TypeCheckError as e:
-            raise EncoderConfigError(f"{cls.__name__}: invalid encoder_conf value: {e}") from e
-
-    cls.__init__ = checked_init
-    return cls
+def unknown_keys_error(
+    owner: str, unknown: Sequence[str], valid: Sequence[str]
+) -> EncoderConfigError:
+    """The error for ``unknown`` keys: each with its closest valid spelling, then all valid keys."""
+    lines = [f"'{k}'{_suggestion(k, valid)}" for k in unknown]
+    return EncoderConfigError(
+        f"{owner}: unknown encoder_conf key(s): {', '.join(lines)}. "
+        f"Valid keys: {', '.join(sorted(valid))}"
+    )
 
 
 def check_choice(owner: str, key: str, value: Any, choices: Sequence[Any]) -> None:

@@ -13,10 +13,13 @@ the first FFN is dropped and the second has weight 1 (ESPnet's ``macaron_style: 
 MH-SSM encoder's block is ``[multi-head SSM]`` that way, without the final LayerNorm.
 Mixers are of two kinds: ``attention`` (called with the attention mask and relative position
 table) and ``sequence`` (called with the frame mask; they zero padding themselves).
+
+The ``build_*`` helpers make the modules the encoder families share from their parsed options
+(:mod:`espnet_ssm.encoders.options`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
@@ -25,17 +28,58 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 )
 
 from espnet_ssm.encoders.base import EncoderContext
+from espnet_ssm.encoders.options import AttentionOptions, ConvModuleOptions, FeedForwardOptions
 from espnet_ssm.layers.activation import build_activation
+from espnet_ssm.layers.attention import SelfAttention
+from espnet_ssm.layers.ssm_conv_module import SSMConvolutionModule
 
 MIXER_KINDS = ("attention", "sequence")
 
 
-def build_feed_forward(
-    size: int, linear_units: int, dropout_rate: float, activation_type: str
-) -> PositionwiseFeedForward:
+def build_feed_forward(o: FeedForwardOptions) -> PositionwiseFeedForward:
     """ESPnet's position-wise feed-forward module d -> linear_units -> d."""
     return PositionwiseFeedForward(
-        size, linear_units, dropout_rate, build_activation(activation_type)
+        o.output_size, o.linear_units, o.dropout_rate, build_activation(o.activation_type)
+    )
+
+
+def build_self_attention(o: AttentionOptions, use_sdpa: bool = False) -> SelfAttention:
+    """ESPnet's (relative-position) multi-head self-attention of the options ``o``."""
+    return SelfAttention(
+        o.selfattention_layer_type, o.attention_heads, o.output_size, o.attention_dropout_rate,
+        use_sdpa=use_sdpa,
+    )
+
+
+def build_conv_module(
+    o: ConvModuleOptions, mode: str = "conv", **ssm_kwargs: Any
+) -> SSMConvolutionModule:
+    """The Conformer convolution module (``mode`` and S4D options as in SSMConvolutionModule)."""
+    return SSMConvolutionModule(
+        o.output_size,
+        mode=mode,
+        activation=build_activation(o.activation_type),
+        causal=o.causal,
+        kernel_size=o.cnn_module_kernel,
+        norm=o.conv_norm,
+        **ssm_kwargs,
+    )
+
+
+def build_macaron_block(
+    o: FeedForwardOptions,
+    mixers: Sequence[Tuple[str, torch.nn.Module]],
+    macaron: bool,
+    final_norm: bool = True,
+) -> "MacaronBlock":
+    """A :class:`MacaronBlock` around ``mixers`` with the feed-forward modules of ``o``."""
+    return MacaronBlock(
+        o.output_size,
+        mixers,
+        build_feed_forward(o),
+        build_feed_forward(o) if macaron else None,
+        o.dropout_rate,
+        final_norm=final_norm,
     )
 
 

@@ -20,24 +20,21 @@ concatenated and projected) and ``causal`` (causally masked attention, forward s
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from dataclasses import dataclass
+from typing import Union
 
 import torch
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
-from espnet.nets.pytorch_backend.transformer.repeat import repeat
-from typeguard import typechecked
 
 from espnet_ssm.encoders.base import EncoderContext, SSMEncoderBase
-from espnet_ssm.encoders.config import (
-    EncoderConfigError,
-    check_choice,
-    check_positive,
-    strict_config,
-)
+from espnet_ssm.encoders.config import EncoderConfigError, check_choice, check_positive
+from espnet_ssm.encoders.macaron import build_self_attention
 from espnet_ssm.encoders.options import (
-    check_attention_options,
+    AttentionOptions,
+    EncoderOptions,
+    StateOptions,
     check_causal_direction,
-    check_dt_range,
+    option,
 )
 from espnet_ssm.layers.attention import SelfAttention
 from espnet_ssm.layers.mamba import BidirectionalMamba, MambaMixer
@@ -92,114 +89,63 @@ class SpeechMambaLayer(torch.nn.Module):
         return self.mamba_out(x, ctx.mask)
 
 
-@strict_config
-class SpeechMambaEncoder(SSMEncoderBase):
-    """Speech-Mamba encoder.
+@dataclass
+class SpeechMambaOptions(StateOptions, AttentionOptions, EncoderOptions):
+    """``speech_mamba`` keys: the shared groups and Mamba's own."""
 
-    Args:
-        input_size: feature dimension.
-        output_size: model dimension d.
-        attention_heads: self-attention heads.
-        num_blocks: number of layers (each: Mamba, attention, Mamba).
-        dropout_rate: dropout of residual branches and the input layer.
-        positional_dropout_rate: dropout inside the positional encoding.
-        attention_dropout_rate: attention-weight dropout.
-        input_layer: conv2d, conv2d1, conv2d2, conv2d6, conv2d8, linear or None.
-        pos_enc_layer_type: abs_pos (the release's), scaled_abs_pos, none, or rel_pos with
-            rel_selfattn.
-        selfattention_layer_type: selfattn or rel_selfattn.
-        attention_use_sdpa: run ``selfattn`` through PyTorch's fused attention (same maths,
-            attention memory linear in T on CPU and GPU).
-        norm_type: rms_norm (the release's) or layer_norm.
-        d_state: Mamba state size N.
-        expand: Mamba expansion E (inner width E d).
-        d_conv: Mamba's causal depthwise convolution taps.
-        dt_rank: rank R of Δ's projection, or "auto" (ceil(d / 16)).
-        dt_min, dt_max: range of Mamba's initial Δ.
-        bidirectional: add a time-reversed Mamba scan.
-        bidirectional_combine: add or concat (concat: projected back to d).
-        causal: nothing looks ahead (causally masked attention; requires
-            ``bidirectional: false``).
-        attention_left_context: frames of past each query may attend (-1: unlimited).
-        max_pos_emb_len: initial positional table length.
-        interctc_layer_idx: 1-based layers feeding intermediate CTC.
-        interctc_use_conditioning: self-conditioned CTC.
+    attention_use_sdpa: bool = option(
+        True, "run selfattn through PyTorch's fused attention (same maths, attention memory "
+        "linear in T on CPU and GPU)."
+    )
+    norm_type: str = option("rms_norm", "rms_norm (the release's) or layer_norm.")
+    expand: int = option(2, "Mamba expansion E (inner width E d).")
+    d_conv: int = option(4, "Mamba's causal depthwise convolution taps.")
+    dt_rank: Union[int, str] = option("auto", "rank R of Δ's projection, or auto (ceil(d / 16)).")
+    bidirectional: bool = option(False, "add a time-reversed Mamba scan (needs causal=false).")
+    bidirectional_combine: str = option(
+        "add", "add or concat (concat: projected back to output_size)."
+    )
+    selfattention_layer_type: str = "selfattn"
+
+    def check(self, owner: str) -> None:
+        check_choice(owner, "norm_type", self.norm_type, NORM_TYPES)
+        check_choice(owner, "bidirectional_combine", self.bidirectional_combine, COMBINES)
+        check_positive(owner, "expand", self.expand)
+        check_positive(owner, "d_conv", self.d_conv)
+        if self.dt_rank != "auto" and not (isinstance(self.dt_rank, int) and self.dt_rank >= 1):
+            raise EncoderConfigError(f"{owner}: dt_rank={self.dt_rank!r} must be 'auto' or >= 1")
+        check_causal_direction(owner, self.causal, self.bidirectional)
+
+
+class SpeechMambaEncoder(SSMEncoderBase):
+    """Speech-Mamba encoder: each block is Mamba, attention, Mamba.
+
+    Keys: :class:`SpeechMambaOptions`.
     """
 
+    Options = SpeechMambaOptions
     uses_attention = True
 
-    @typechecked
-    def __init__(
-        self,
-        input_size: int,
-        output_size: int = 256,
-        attention_heads: int = 4,
-        num_blocks: int = 6,
-        dropout_rate: float = 0.1,
-        positional_dropout_rate: float = 0.1,
-        attention_dropout_rate: float = 0.0,
-        input_layer: Optional[str] = "conv2d",
-        pos_enc_layer_type: str = "abs_pos",
-        selfattention_layer_type: str = "selfattn",
-        attention_use_sdpa: bool = True,
-        norm_type: str = "rms_norm",
-        d_state: int = 16,
-        expand: int = 2,
-        d_conv: int = 4,
-        dt_rank: Union[int, str] = "auto",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        bidirectional: bool = False,
-        bidirectional_combine: str = "add",
-        causal: bool = False,
-        attention_left_context: int = -1,
-        max_pos_emb_len: int = 5000,
-        interctc_layer_idx: List[int] = [],
-        interctc_use_conditioning: bool = False,
-    ):
-        owner = type(self).__name__
-        check_attention_options(owner, output_size, locals())
-        check_choice(owner, "norm_type", norm_type, NORM_TYPES)
-        check_choice(owner, "bidirectional_combine", bidirectional_combine, COMBINES)
-        for key in ("d_state", "expand", "d_conv"):
-            check_positive(owner, key, locals()[key])
-        if dt_rank != "auto" and not (isinstance(dt_rank, int) and dt_rank >= 1):
-            raise EncoderConfigError(f"{owner}: dt_rank={dt_rank!r} must be 'auto' or >= 1")
-        check_dt_range(owner, dt_min, dt_max)
-        check_causal_direction(owner, causal, bidirectional)
-        super().__init__(
-            input_size, output_size, num_blocks, input_layer, pos_enc_layer_type,
-            dropout_rate, positional_dropout_rate, max_pos_emb_len, interctc_layer_idx,
-            interctc_use_conditioning, causal, attention_left_context,
+    def build_block(self, o: SpeechMambaOptions) -> SpeechMambaLayer:
+        """Mamba block, MHSA, Mamba block."""
+        return SpeechMambaLayer(
+            self._mamba_block(o),
+            build_self_attention(o, use_sdpa=o.attention_use_sdpa),
+            build_norm(o.norm_type, o.output_size),
+            self._mamba_block(o),
+            o.dropout_rate,
         )
+
+    @staticmethod
+    def _mamba_block(o: SpeechMambaOptions) -> MambaResidual:
         mixer_options = dict(
-            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
-            dt_min=dt_min, dt_max=dt_max,
+            d_state=o.d_state, d_conv=o.d_conv, expand=o.expand, dt_rank=o.dt_rank,
+            dt_min=o.dt_min, dt_max=o.dt_max,
         )
-
-        def mamba_block() -> MambaResidual:
-            if bidirectional:
-                mixer = BidirectionalMamba(
-                    output_size, combine=bidirectional_combine, **mixer_options
-                )
-            else:
-                mixer = MambaMixer(output_size, **mixer_options)
-            return MambaResidual(build_norm(norm_type, output_size), mixer, dropout_rate)
-
-        def layer(_: int) -> SpeechMambaLayer:
-            attention = SelfAttention(
-                selfattention_layer_type,
-                attention_heads,
-                output_size,
-                attention_dropout_rate,
-                use_sdpa=attention_use_sdpa,
+        if o.bidirectional:
+            mixer = BidirectionalMamba(
+                o.output_size, combine=o.bidirectional_combine, **mixer_options
             )
-            return SpeechMambaLayer(
-                mamba_block(),
-                attention,
-                build_norm(norm_type, output_size),
-                mamba_block(),
-                dropout_rate,
-            )
-
-        self.encoders = repeat(num_blocks, layer)
+        else:
+            mixer = MambaMixer(o.output_size, **mixer_options)
+        return MambaResidual(build_norm(o.norm_type, o.output_size), mixer, o.dropout_rate)

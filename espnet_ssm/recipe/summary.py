@@ -38,11 +38,33 @@ def examples(ref: Path, hyp: Path, n: int) -> List[str]:
     return lines
 
 
-def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5) -> str:
+def minutes(seconds: float) -> str:
+    """125 -> '2 min 5 s'."""
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def time_table(stage_times: Path) -> List[str]:
+    """Lines of a wall-time table from a file of '<step>\\t<seconds>' lines."""
+    rows = []
+    for k, line in enumerate(stage_times.read_text(encoding="utf-8").splitlines(), 1):
+        step, sep, seconds = line.rpartition("\t")
+        if not sep or not seconds.strip().isdigit():
+            raise ValueError(f"{stage_times}:{k}: expected '<step>\\t<seconds>', got {line!r}")
+        rows.append((step, int(seconds)))
+    width = max([len(step) for step, _ in rows] + [len("total")])
+    lines = [f"  {step:<{width}}  {minutes(sec):>12}" for step, sec in rows]
+    return lines + [f"  {'total':<{width}}  {minutes(sum(sec for _, sec in rows)):>12}"]
+
+
+def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5,
+           stage_times: Optional[Path] = None) -> str:
+    """The closing report; ``stage_times`` adds a wall-time table (see :func:`time_table`)."""
     results = asr_exp / "RESULTS.md"
     if not results.is_file():
         raise FileNotFoundError(f"{results} not found: did stage 13 run?")
-    out = ["", "=" * 78, f"Demo finished in {int(elapsed // 60)} min {int(elapsed % 60)} s", ""]
+    out = ["", "=" * 78, f"Demo finished in {minutes(elapsed)}", ""]
+    if stage_times is not None:
+        out += [f"Wall time per step ({stage_times}):"] + time_table(stage_times) + [""]
     for kind, name in (("WER", "Word error rate"), ("CER", "Character error rate")):
         rows = tables(results).get(kind, [])
         if rows:
@@ -87,10 +109,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--data_feats", type=Path, default=Path("dump/raw"))
     p.add_argument("--elapsed", type=float, default=0.0, help="seconds the demo took")
     p.add_argument("--n_examples", type=int, default=5)
+    p.add_argument("--stage_times", type=Path, default=None,
+                   help="file of '<step>\\t<seconds>' lines to show as a wall-time table")
     args = p.parse_args(argv)
     try:
-        sys.stdout.write(report(args.asr_exp, args.data_feats, args.elapsed, args.n_examples))
-    except FileNotFoundError as e:
+        sys.stdout.write(report(args.asr_exp, args.data_feats, args.elapsed, args.n_examples, args.stage_times))
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"summary: {e}")
 
 

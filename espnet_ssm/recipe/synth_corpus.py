@@ -12,7 +12,7 @@ Content:
   * sentences from the generative grammar in :mod:`espnet_ssm.recipe.grammar` (upper case, no
     punctuation), distinct across parts: no sentence of the dev or test part occurs in training;
   * one "reader" per espeak-ng voice = base voice (accent) + variant (voice quality), each with its
-    own speaking rate and pitch, jittered per utterance (144 training readers: 4 accents x 36
+    own speaking rate and pitch, jittered per utterance (240 training readers: 4 accents x 60
     variants);
   * the variants of the dev and test readers never occur in training, so those voices are unseen;
   * mild noise: white noise at 20-35 dB SNR, random gain and leading/trailing silence.
@@ -49,12 +49,15 @@ TRAIN_VARIANTS = (
     "m1", "m2", "m3", "m5", "m6", "m8", "f1", "f2", "f3", "f5", "Andy", "Annie", "Gene", "Jacky",
     "Lee", "Mario", "Michael", "antonio", "aunty", "belinda", "edward", "gustave", "john", "marcelo",
     "max", "michel", "norbert", "pablo", "paul", "quincy", "rob", "robert", "steph", "travis",
-    "victor", "grandpa",
+    "victor", "grandpa", "Alicia", "Diogo", "Gene2", "Henrique", "Marco", "Mike", "Nguyen", "adam",
+    "anika", "benjamin", "boris", "david", "ed", "edward2", "iven", "miguel", "pedro", "sandro",
+    "steph2", "zac", "grandma", "announcer", "kaukovalta", "RicishayMax",
 )
 DEV_VARIANTS = ("Alex", "Denis", "shelby", "linda")
 TEST_VARIANTS = ("m4", "m7", "f4", "Hugo", "Andrea")
 FEMALE_VARIANTS = frozenset(
-    ("f1", "f2", "f3", "f4", "f5", "Annie", "Andrea", "aunty", "belinda", "linda", "steph", "shelby")
+    ("f1", "f2", "f3", "f4", "f5", "Annie", "Andrea", "aunty", "belinda", "linda", "steph", "shelby",
+     "Alicia", "anika", "steph2", "grandma")
 )
 
 DEFAULT_PARTS = ("train-synth", "dev-synth", "test-synth")
@@ -122,12 +125,12 @@ def plan_corpus(
     for part, n in sizes.items():
         if n < 1:
             raise ValueError(f"plan_corpus: part {part} needs at least one utterance, got {n}")
-    rng = np.random.default_rng(seed)
     (train, dev, test) = list(sizes)
+    # One random stream per part: the dev and test readers do not change with the training voices.
     readers = (
-        make_readers(train, TRAIN_BASES, TRAIN_VARIANTS, 100, rng)
-        + make_readers(dev, EVAL_BASES, DEV_VARIANTS, 700, rng)
-        + make_readers(test, EVAL_BASES, TEST_VARIANTS, 800, rng)
+        make_readers(train, TRAIN_BASES, TRAIN_VARIANTS, 100, np.random.default_rng([seed, 0]))
+        + make_readers(dev, EVAL_BASES, DEV_VARIANTS, 700, np.random.default_rng([seed, 1]))
+        + make_readers(test, EVAL_BASES, TEST_VARIANTS, 800, np.random.default_rng([seed, 2]))
     )
     gen = SentenceGenerator(seed)
     sentences = split_sentences(gen.unique_sentences(sum(sizes.values())), sizes, seed)

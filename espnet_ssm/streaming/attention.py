@@ -19,6 +19,7 @@ left context (L = -1) the cache keeps every frame: cost and memory then grow wit
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -49,6 +50,33 @@ def relative_embeddings(pos_enc: RelPositionalEncoding, max_distance: int,
                                      if have < max_distance + 1 else have))
     center = pos_enc.pe.size(1) // 2  # the table runs from +(n-1) down to -(n-1)
     return pos_enc.pe[0, center - max_distance : center + 1].flip(0)
+
+
+_POS_PROJ: "weakref.WeakKeyDictionary[torch.nn.Module, Tuple[tuple, torch.Tensor]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def projected_distances(attn: RelPositionMultiHeadedAttention, pos_enc: RelPositionalEncoding,
+                        max_distance: int, like: torch.Tensor) -> torch.Tensor:
+    """:math:`P\,e(r)` per head for r = 0 .. max_distance, (heads, R + 1, d_k).
+
+    The projection depends only on the weights, so it is computed once per layer (for twice
+    the distances asked, so that an unlimited context recomputes it only log-many times) and
+    sliced per chunk: a bounded left context then costs nothing here.
+    """
+    w = attn.linear_pos.weight
+    key = (w.data_ptr(), w._version, like.dtype, like.device)
+    hit = _POS_PROJ.get(attn)
+    if hit is None or hit[0] != key or hit[1].size(1) <= max_distance:
+        have = hit[1].size(1) if hit is not None and hit[0] == key else 0
+        rows = max(max_distance + 1, 2 * have)
+        with torch.no_grad():
+            emb = relative_embeddings(pos_enc, rows - 1, like)
+            proj = attn.linear_pos(emb).view(rows, attn.h, attn.d_k).transpose(0, 1)
+        hit = (key, proj)
+        _POS_PROJ[attn] = hit
+    return hit[1][:, : max_distance + 1]
 
 
 def attention_chunk(
@@ -87,8 +115,7 @@ def attention_chunk(
         qt = q.transpose(1, 2)  # (B, t, h, d_k)
         q_u = (qt + attn.pos_bias_u).transpose(1, 2)
         q_v = (qt + attn.pos_bias_v).transpose(1, 2)
-        emb = relative_embeddings(pos_enc, c + t - 1, x)
-        p = attn.linear_pos(emb).view(-1, attn.h, attn.d_k).transpose(0, 1)  # (h, R+1, d_k)
+        p = projected_distances(attn, pos_enc, c + t - 1, x)  # (h, R+1, d_k)
         bd = torch.matmul(q_v, p.transpose(-2, -1))  # (B, h, t, R+1): by distance
         bd = bd.gather(-1, dist.clamp(min=0).expand(*bd.shape[:2], t, c + t))
         scores = (torch.matmul(q_u, k.transpose(-2, -1)) + bd) / math.sqrt(attn.d_k)

@@ -34,6 +34,7 @@ from espnet_ssm.layers.mh_ssm import MultiHeadSSM
 from espnet_ssm.layers.s4d import S4D
 from espnet_ssm.layers.ssm_conv_module import ComposedMixer, SSMConvolutionModule
 from espnet_ssm.streaming.attention import AttentionCache, attention_chunk
+from espnet_ssm.streaming.pointwise import pointwise
 from espnet_ssm.streaming.s4d_stream import S4DStream
 from espnet_ssm.streaming.subsampling import (
     InputLayerState,
@@ -104,7 +105,7 @@ def _init(module: torch.nn.Module, device) -> Any:
     if isinstance(module, ComposedMixer):
         return (_init(module.conv, device), _init(module.ssm, device))
     if isinstance(module, S4D):
-        stream = S4DStream(module)
+        stream = S4DStream.of(module)  # shared by every stream of this model
         return (stream, stream.init_state(1, device))
     if isinstance(module, MaskedDepthwiseConv1d):
         w = module.conv.weight
@@ -143,7 +144,7 @@ def _step(
         new = []
         for stage, s in zip(module.stages, state):
             y, s = _step(stage.forward_ssm, u, s, ctx)
-            u = stage.head_proj(stage.activation(y).transpose(1, 2)).transpose(1, 2)
+            u = pointwise(stage.head_proj, stage.activation(y))
             new.append(s)
         if module.gating == "inter_head":
             half = u.size(-1) // 2
@@ -152,10 +153,14 @@ def _step(
             u = u * torch.sigmoid(module.gate_proj(x))
         return module.out_proj(u), new
     if isinstance(module, SSMConvolutionModule):  # pointwise -> GLU -> mixer -> norm -> pointwise
-        h = F.glu(module.pointwise_conv1(x.transpose(1, 2)), dim=1).transpose(1, 2)
+        h = F.glu(pointwise(module.pointwise_conv1, x), dim=-1)
         h, state = _step(module.depthwise_conv, h, state, ctx)
-        h = module.pointwise_conv2(module.activation(module.norm(h.transpose(1, 2))))
-        return h.transpose(1, 2), state
+        norm = module.norm
+        if isinstance(norm, torch.nn.LayerNorm):  # over channels: per frame, no transposes
+            h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        else:
+            h = norm(h.transpose(1, 2)).transpose(1, 2)
+        return pointwise(module.pointwise_conv2, module.activation(h)), state
     if isinstance(module, ComposedMixer):
         h, conv_state = _step(module.conv, x, state[0], ctx)
         y, ssm_state = _step(module.ssm, h, state[1], ctx)

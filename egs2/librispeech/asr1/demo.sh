@@ -45,33 +45,52 @@ fi
 . ./path.sh
 
 parts="train-synth dev-synth test-synth"
-log "Synthesising the demo corpus (${sizes} utterances) in ${corpus_dir}/LibriSpeech"
-python3 pyscripts/helper.py synth_corpus "${corpus_dir}" --parts ${parts} --sizes ${sizes} \
-    --seed "${seed}" --nj "${nj}"
-
 asr_tag="$(basename "${asr_config}" .yaml)_raw_en_${token_type}"
 if [ "${token_type}" = bpe ]; then
     asr_tag+="${nbpe}"
 fi
-./run.sh \
-    --stage "${stage}" \
-    --stop_stage "${stop_stage}" \
-    --ngpu 0 \
-    --nj "${nj}" \
-    --inference_nj "${nj}" \
-    --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth" \
-    --train_set train_synth \
-    --valid_set dev_synth \
-    --test_sets test_synth \
-    --speed_perturb_factors "" \
-    --token_type "${token_type}" \
-    --nbpe "${nbpe}" \
-    --asr_config "${asr_config}" \
-    --asr_args "${asr_args}" \
-    --asr_tag "${asr_tag}" \
-    --inference_config "${inference_config}" \
+asr_exp="exp/asr_${asr_tag}"
+stage_times="exp/demo_stage_times_${asr_tag}.tsv" # "<step>\t<seconds>" per step, for the closing table
+mkdir -p exp
+: > "${stage_times}"
+
+# timed <step> <command...>: run a step and append its wall time to ${stage_times}.
+timed() {
+    local step=$1 start=${SECONDS}
+    shift
+    "$@"
+    printf '%s\t%d\n' "${step}" $((SECONDS - start)) >> "${stage_times}"
+}
+
+log "Synthesising the demo corpus (${sizes} utterances) in ${corpus_dir}/LibriSpeech"
+timed corpus python3 pyscripts/helper.py synth_corpus "${corpus_dir}" --parts ${parts} --sizes ${sizes} \
+    --seed "${seed}" --nj "${nj}"
+
+run_opts=(
+    --ngpu 0
+    --nj "${nj}"
+    --inference_nj "${nj}"
+    --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth"
+    --train_set train_synth
+    --valid_set dev_synth
+    --test_sets test_synth
+    --speed_perturb_factors ""
+    --token_type "${token_type}"
+    --nbpe "${nbpe}"
+    --asr_config "${asr_config}"
+    --asr_args "${asr_args}"
+    --asr_tag "${asr_tag}"
+    --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
+)
+# One run.sh call per stage (the same stages a single call would run) so that each is timed.
+for s in 1 2 3 4 5 10 11 12 13 14; do
+    if [ "${s}" -ge "${stage}" ] && [ "${s}" -le "${stop_stage}" ]; then
+        timed "stage ${s}" ./run.sh --stage "${s}" --stop_stage "${s}" "${run_opts[@]}"
+    fi
+done
 
 if [ "${stop_stage}" -ge 13 ]; then
-    python3 pyscripts/helper.py summary --asr_exp "exp/asr_${asr_tag}" --data_feats dump/raw --elapsed "${SECONDS}"
+    python3 pyscripts/helper.py summary --asr_exp "${asr_exp}" --data_feats dump/raw --elapsed "${SECONDS}" \
+        --stage_times "${stage_times}"
 fi
