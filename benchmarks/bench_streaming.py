@@ -4,8 +4,6 @@
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
-    python benchmarks/bench_streaming.py wer --exp_dir egs2/librispeech/asr1/exp/<asr exp> \\
-        --data_dir egs2/librispeech/asr1/data/test_synth [--long_dir <...>_long45]
 
 streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for the causal
 encoders on one CPU thread. Latency per chunk is the compute time of one call (the audio
@@ -18,7 +16,8 @@ Conformer included (through its own offline path, which is O(T^2)). Each run is 
 process with an address-space cap (``--mem_cap_gb``) and a time cap; peak memory is the
 process's maximum resident set size. Runs that hit a cap are reported as such.
 
-wer: WER of a trained model on original utterances vs the concatenated 45-60 s recordings.
+WER of a trained model on original utterances vs the concatenated 45-60 s recordings:
+``python -m espnet_ssm.streaming.longform_wer`` (see there).
 
 Models are randomly initialised for timing (speed does not depend on the weights); the audio is
 synthetic (tones in noise).
@@ -57,7 +56,24 @@ ENCODERS: Dict[str, Tuple[str, dict]] = {
         selfattention_layer_type="rel_selfattn", activation_type="swish",
         use_cnn_module=True, cnn_module_kernel=31)),
 }
-STREAMING = ["mh_ssm (causal)", "ssm_conformer (causal, left 64)"]
+
+
+def tuning_conf(name: str, **overrides) -> Tuple[str, dict]:
+    """(encoder, encoder_conf) of a paper-scale config in conf/tuning, with overrides."""
+    import yaml
+
+    conf = yaml.safe_load((REPO / "conf" / "tuning" / f"train_asr_{name}.yaml").read_text())
+    return conf["encoder"], dict(conf["encoder_conf"], **overrides)
+
+
+ENCODERS.update({
+    "mh_ssm (causal, paper size)": tuning_conf("mh_ssm", causal=True, bidirectional=False),
+    "ssm_conformer_online (paper size, left 64)": tuning_conf(
+        "ssm_conformer_online", attention_left_context=64),
+    "ssm_conformer_online (paper size, unlimited left)": tuning_conf("ssm_conformer_online"),
+})
+STREAMING = ["mh_ssm (causal)", "ssm_conformer (causal, left 64)", "mh_ssm (causal, paper size)",
+             "ssm_conformer_online (paper size, left 64)"]
 
 
 def build_model(encoder: str, encoder_conf: dict, workdir: Path):
@@ -214,39 +230,6 @@ def run_capped(name: str, minutes: float, args: argparse.Namespace) -> dict:
     return {"status": f"failed: {tail}"}
 
 
-def bench_wer(args: argparse.Namespace) -> None:
-    import jiwer
-
-    from espnet_ssm.recipe.datadir import load_data_dir
-    from espnet_ssm.streaming import LongFormSpeech2Text
-    from espnet_ssm.streaming.io import read_recordings
-
-    exp = Path(args.exp_dir)
-    config = exp / "config.yaml"
-    model_file = exp / args.model_file
-    if not config.is_file() or not model_file.is_file():
-        print(f"no trained model at {exp} ({config.name}, {args.model_file}): WER pending")
-        return
-    s2t = LongFormSpeech2Text(config, model_file, beam_size=args.beam_size)
-    print(f"\n### WER of {exp.name}: original utterances vs concatenated recordings "
-          f"(CTC {'greedy' if args.beam_size == 1 else f'beam {args.beam_size}'}, {s2t.mode})\n")
-    print("| test set | recordings | mean duration | WER |")
-    print("|---|---|---|---|")
-    for data in [Path(args.data_dir), Path(args.long_dir or f"{args.data_dir}_long45")]:
-        if not (data / "wav.scp").is_file():
-            print(f"| {data} | missing | | |")
-            continue
-        refs = load_data_dir(data)["text"]
-        keys, hyps, dur = [], [], 0.0
-        for key, speech, _ in read_recordings(str(data / "wav.scp"), s2t.sample_rate):
-            keys.append(key)
-            hyps.append(s2t(speech).text or "")
-            dur += speech.numel() / s2t.sample_rate
-        wer = jiwer.wer([refs[k] for k in keys], hyps)
-        print(f"| {data.name} | {len(keys)} | {dur / max(len(keys), 1):.1f} s | "
-              f"{100 * wer:.2f} % |", flush=True)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -266,22 +249,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     w.add_argument("--minutes", type=float, required=True)
     w.add_argument("--mode", default="auto")
     w.add_argument("--threads", type=int, default=1)
-    we = sub.add_parser("wer")
-    we.add_argument("--exp_dir", required=True)
-    we.add_argument("--model_file", default="valid.loss.ave.pth")
-    we.add_argument("--data_dir", required=True)
-    we.add_argument("--long_dir", default=None)
-    we.add_argument("--beam_size", type=int, default=1)
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.cmd == "streaming":
         bench_streaming(args)
     elif args.cmd == "longform":
         bench_longform(args)
-    elif args.cmd == "_worker":
-        longform_worker(args.name, args.minutes, args.mode, args.threads)
     else:
-        bench_wer(args)
+        longform_worker(args.name, args.minutes, args.mode, args.threads)
 
 
 if __name__ == "__main__":

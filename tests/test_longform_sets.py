@@ -101,6 +101,27 @@ def test_per_speaker_recordings_of_45_to_60_seconds(tmp_path, rng):
     assert {rec.rsplit("-", 2)[0] for rec in segments} <= {"1272-128104", "2035-147960"}
 
 
+def test_a_readers_chapters_can_be_joined(tmp_path, rng):
+    mod = load_script()
+    # two chapters of reader 1272, 3 utterances of 3-12 s each: at most 36 s per chapter, so
+    # a recording of >= 37 s exists only if the reader's chapters are joined
+    src, audio = make_src(tmp_path, rng, speakers=("1272-128104", "1272-135031"), n_per_spk=3)
+    args = ["--src", str(src), "--min_seconds", "37", "--max_seconds", "80"]
+    assert mod.main(args + ["--dst", str(tmp_path / "per_chapter")]) == 1
+    dst = tmp_path / "per_reader"
+    status = mod.main(args + ["--dst", str(dst), "--speaker_prefix_sep", "-"])
+    if sum(len(x) for x in audio.values()) < 37 * FS:  # the reader has too little audio
+        assert status == 1
+        return
+    assert status == 0
+    segments = check_output(dst, src, audio, 37, 80, across=True)
+    tables = load_data_dir(dst)
+    for rec, segs in segments.items():
+        assert tables["utt2spk"][rec] == "1272"
+        assert {u.rsplit("-", 1)[0] for u, _, _ in segs} == {"1272-128104", "1272-135031"}
+    assert mod.main(args + ["--dst", str(tmp_path / "x"), "--speaker_prefix_sep", ""]) == 1
+
+
 def test_across_speakers(tmp_path, rng):
     mod = load_script()
     src, audio = make_src(tmp_path, rng, n_per_spk=15)

@@ -21,20 +21,12 @@ from typing import Optional, Sequence
 
 from espnet2.fileio.datadir_writer import DatadirWriter
 
-from espnet_ssm.streaming.io import (
-    ctm_lines,
-    device_of,
-    inference_parser,
-    read_recordings,
-    run_cli,
-    sound_input,
-    write_results,
-)
+from espnet_ssm.streaming import io as cli_io
 
 
 def get_parser() -> argparse.ArgumentParser:
     """Options of long-form inference."""
-    parser = inference_parser(
+    parser = cli_io.inference_parser(
         "Single-pass long-form ASR decoding with word time stamps", beam_size=1
     )
     parser.add_argument("--mode", default="auto", choices=["auto", "stream", "offline"],
@@ -49,26 +41,20 @@ def inference(args: argparse.Namespace) -> None:
     """Recognise every recording of the input and write the results."""
     from espnet_ssm.streaming.longform import LongFormSpeech2Text
 
-    wav_scp = sound_input(args.data_path_and_name_and_type)
-    s2t = LongFormSpeech2Text(
-        args.asr_train_config, args.asr_model_file, token_type=args.token_type,
-        bpemodel=args.bpemodel, beam_size=args.beam_size, length_bonus=args.penalty,
-        token_beam=args.token_beam, mode=args.mode, chunk_seconds=args.chunk_seconds,
-        device=device_of(args.ngpu),
-    )
+    s2t = LongFormSpeech2Text(mode=args.mode, chunk_seconds=args.chunk_seconds,
+                              **cli_io.recognizer_options(args))
     logging.info("long-form mode: %s", s2t.mode)
     ctm = []
     with DatadirWriter(args.output_dir) as writer:
-        for key, speech, _ in read_recordings(wav_scp, s2t.sample_rate, args.key_file,
-                                              args.resample):
+        for key, speech, _ in cli_io.recordings_of(args, s2t.sample_rate):
             t0 = time.perf_counter()
             result = s2t(speech)
             elapsed = time.perf_counter() - t0
             seconds = speech.numel() / s2t.sample_rate
             logging.info("%s: %.1f s of audio decoded in %.2f s (RTF %.4f), %d words",
                          key, seconds, elapsed, elapsed / max(seconds, 1e-9), len(result.words))
-            write_results(writer, key, [result], with_words=True)
-            ctm += ctm_lines(key, result)
+            cli_io.write_results(writer, key, [result], with_words=True)
+            ctm += cli_io.ctm_lines(key, result)
     out = Path(args.output_dir) / "1best_recog"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ctm").write_text("".join(line + "\n" for line in ctm), encoding="utf-8")
@@ -76,7 +62,7 @@ def inference(args: argparse.Namespace) -> None:
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point."""
-    run_cli(get_parser(), inference, cmd)
+    cli_io.run_cli(get_parser(), inference, cmd)
 
 
 if __name__ == "__main__":

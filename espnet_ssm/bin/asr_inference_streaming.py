@@ -27,19 +27,13 @@ from espnet2.fileio.datadir_writer import DatadirWriter
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 from espnet2.utils.types import str2bool
 
-from espnet_ssm.streaming.io import (
-    device_of,
-    inference_parser,
-    read_recordings,
-    run_cli,
-    sound_input,
-    write_results,
-)
+from espnet_ssm.streaming import io as cli_io
 
 
 def get_parser() -> argparse.ArgumentParser:
     """Options of ESPnet's streaming inference that apply to CTC streaming decoding."""
-    parser = inference_parser("Streaming ASR decoding with a causal SSM encoder", beam_size=10)
+    parser = cli_io.inference_parser("Streaming ASR decoding with a causal SSM encoder",
+                                     beam_size=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32"],
                         help="only float32 is supported")
@@ -83,17 +77,11 @@ def inference(args: argparse.Namespace) -> None:
 
     check_args(args)
     set_all_random_seed(args.seed)
-    wav_scp = sound_input(args.data_path_and_name_and_type)
-    s2t = StreamingSpeech2Text(
-        args.asr_train_config, args.asr_model_file, token_type=args.token_type,
-        bpemodel=args.bpemodel, beam_size=args.beam_size, nbest=args.nbest,
-        ctc_weight=args.ctc_weight, length_bonus=args.penalty, token_beam=args.token_beam,
-        device=device_of(args.ngpu),
-    )
+    s2t = StreamingSpeech2Text(ctc_weight=args.ctc_weight, nbest=args.nbest,
+                               **cli_io.recognizer_options(args))
     total_audio = total_time = 0.0
     with DatadirWriter(args.output_dir) as writer:
-        for key, speech, _ in read_recordings(wav_scp, s2t.sample_rate, args.key_file,
-                                              args.resample):
+        for key, speech, _ in cli_io.recordings_of(args, s2t.sample_rate):
             starts = chunk_bounds(speech.numel(), args.sim_chunk_length)
             latencies = []
             t0 = time.perf_counter()
@@ -112,7 +100,7 @@ def inference(args: argparse.Namespace) -> None:
                 key, seconds, len(starts), elapsed, elapsed / max(seconds, 1e-9),
                 1000 * sum(latencies) / len(latencies), 1000 * max(latencies), results[0].text,
             )
-            write_results(writer, key, results)
+            cli_io.write_results(writer, key, results)
     if total_audio > 0:
         logging.info("total: %.2f s of audio decoded in %.2f s, RTF %.4f",
                      total_audio, total_time, total_time / total_audio)
@@ -120,7 +108,7 @@ def inference(args: argparse.Namespace) -> None:
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     """Command-line entry point."""
-    run_cli(get_parser(), inference, cmd)
+    cli_io.run_cli(get_parser(), inference, cmd)
 
 
 if __name__ == "__main__":

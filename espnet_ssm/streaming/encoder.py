@@ -34,7 +34,7 @@ from espnet_ssm.layers.mh_ssm import MultiHeadSSM
 from espnet_ssm.layers.s4d import S4D
 from espnet_ssm.layers.ssm_conv_module import ComposedMixer, SSMConvolutionModule
 from espnet_ssm.streaming.attention import AttentionCache, attention_chunk
-from espnet_ssm.streaming.pointwise import pointwise
+from espnet_ssm.streaming.conv_frames import depthwise_valid, pointwise
 from espnet_ssm.streaming.s4d_stream import S4DStream
 from espnet_ssm.streaming.subsampling import (
     InputLayerState,
@@ -171,7 +171,7 @@ def _step(
         return y, (stream, s)
     if isinstance(module, MaskedDepthwiseConv1d):
         h = torch.cat([state, x], dim=1)  # the last k-1 inputs, then the chunk
-        y = module.conv(h.transpose(1, 2)).transpose(1, 2)
+        y = depthwise_valid(h, module.conv.weight, module.conv.bias)
         return y, h[:, h.size(1) - (module.kernel_size - 1) :]
     raise StreamingNotSupported(f"{type(module).__name__} cannot stream")
 

@@ -172,6 +172,23 @@ def device_of(ngpu: int) -> str:
     return "cuda" if ngpu >= 1 else "cpu"
 
 
+def recognizer_options(args: argparse.Namespace) -> dict:
+    """The model, text and search options of a parsed command line, as keyword arguments of
+    :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer`'s subclasses."""
+    return dict(
+        asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
+        token_type=args.token_type, bpemodel=args.bpemodel, beam_size=args.beam_size,
+        length_bonus=args.penalty, token_beam=args.token_beam, device=device_of(args.ngpu),
+    )
+
+
+def recordings_of(args: argparse.Namespace,
+                  sample_rate: int) -> Iterator[Tuple[str, torch.Tensor, int]]:
+    """The recordings named by a parsed command line (``read_recordings`` of its wav.scp)."""
+    wav_scp = sound_input(args.data_path_and_name_and_type)
+    return read_recordings(wav_scp, sample_rate, args.key_file, args.resample)
+
+
 def run_cli(
     parser: argparse.ArgumentParser,
     inference: Callable[[argparse.Namespace], None],

@@ -29,22 +29,13 @@ from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
 from espnet_ssm.encoders.base import SSMEncoderBase
 from espnet_ssm.layers.frontend import InputLayer
-from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
+from espnet_ssm.streaming.decoding import Recognition
 from espnet_ssm.streaming.encoder import StreamingNotSupported, check_streamable
-from espnet_ssm.streaming.frontend import (
-    FeatureNormalizer,
-    check_waveform,
-    extract_features,
-    frontend_sample_rate,
-)
+from espnet_ssm.streaming.frontend import FeatureNormalizer, check_waveform, extract_features
 from espnet_ssm.streaming.io import resample
 from espnet_ssm.streaming.subsampling import project_in_chunks, split_input_layer
-from espnet_ssm.streaming.speech2text import (
-    PathLike,
-    StreamingSpeech2Text,
-    empty_recognition,
-    prepare_model,
-)
+from espnet_ssm.streaming.recognizer import CTCRecognizer, PathLike, empty_recognition
+from espnet_ssm.streaming.speech2text import StreamingSpeech2Text
 
 MODES = ("auto", "stream", "offline")
 
@@ -83,65 +74,48 @@ def streams(encoder: torch.nn.Module) -> bool:
     return True
 
 
-class LongFormSpeech2Text:
+class LongFormSpeech2Text(CTCRecognizer):
     """Recognise a long recording in one pass; the result carries word time stamps.
 
     Args:
-        asr_train_config, asr_model_file: the model (loaded strictly), or ``asr_model``.
-        token_type, bpemodel: default: the training config's.
-        beam_size: 1 for greedy CTC, else CTC prefix beam search.
-        length_bonus, token_beam: prefix beam search options.
+        asr_train_config, asr_model_file: the model (loaded strictly), or pass ``asr_model``.
         mode: ``auto`` (stream when the encoder can), ``stream`` or ``offline``.
         chunk_seconds: audio per step in ``stream`` mode; in ``offline`` mode, per front-end
             step.
         ctc_slice_frames: encoder frames per CTC step in ``offline`` mode.
-        device: ``cpu`` or ``cuda``.
+        **options: the model and search options of
+            :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
+            ``token_type``, ``bpemodel``, ``beam_size``, ``length_bonus``, ``token_beam``,
+            ``device``); one hypothesis is returned.
     """
 
     def __init__(
         self,
         asr_train_config: Optional[PathLike] = None,
         asr_model_file: Optional[PathLike] = None,
-        asr_model: Optional[torch.nn.Module] = None,
-        token_type: Optional[str] = None,
-        bpemodel: Optional[str] = None,
-        beam_size: int = 1,
-        length_bonus: float = 0.0,
-        token_beam: Optional[int] = None,
         mode: str = "auto",
         chunk_seconds: float = 30.0,
         ctc_slice_frames: int = 4096,
-        device: str = "cpu",
+        **options,
     ):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: choose one of {list(MODES)}")
         if chunk_seconds <= 0 or ctc_slice_frames <= 0:
             raise ValueError("chunk_seconds and ctc_slice_frames must be > 0")
-        asr_model, text = prepare_model(
-            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
-        )
-        self.asr_model = asr_model
+        if options.get("nbest", 1) != 1:
+            raise ValueError("long-form recognition returns one hypothesis (nbest=1)")
+        super().__init__(asr_train_config, asr_model_file, **options)
+        asr_model = self.asr_model
         if mode == "auto":  # utterance MVN needs every frame first: no streaming then
             can = streams(asr_model.encoder) and FeatureNormalizer(asr_model.normalize).streamable
             mode = "stream" if can else "offline"
         self.mode = mode
-        self.device = device
-        self.sample_rate = frontend_sample_rate(asr_model.frontend)
         self.chunk_samples = int(chunk_seconds * self.sample_rate)
         self.ctc_slice_frames = ctc_slice_frames
-        if mode == "stream":
-            self.streamer = StreamingSpeech2Text(
-                asr_model=asr_model, token_type=text.token_type, bpemodel=text.bpemodel,
-                beam_size=beam_size, length_bonus=length_bonus, token_beam=token_beam,
-                device=device,
-            )
-        else:
-            self.text = text
-            self.search = CTCSearch(asr_model.blank_id, beam_size, 1, length_bonus, token_beam)
-            self.frame_seconds = (
-                subsampling_factor(asr_model.encoder) * asr_model.frontend.hop_length
-                / self.sample_rate
-            )
+        if mode == "stream":  # the same model, text converter and search options
+            self.streamer = StreamingSpeech2Text(**dict(
+                options, asr_model=asr_model, token_type=self.text.token_type,
+                bpemodel=self.text.bpemodel))
 
     @torch.inference_mode()
     def __call__(self, speech: torch.Tensor, fs: Optional[int] = None) -> Recognition:

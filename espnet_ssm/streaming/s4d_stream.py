@@ -11,8 +11,8 @@ frame), each channel of a causal S4D layer computes
 
 which is linear in :math:`(u, s)` with matrices that depend only on the parameters and on l.
 :class:`S4DStream` builds them (in float64, from :math:`\bar A, \bar B, C`) the first time a chunk
-length occurs, so a chunk costs two small batched matrix products and an element-wise product,
-whatever its length up to ``max_frames``; longer chunks are cut into pieces of ``max_frames``.
+length occurs, so a chunk costs two small per-channel matrix-vector products and an element-wise
+product, whatever its length up to ``max_frames``; longer chunks are cut into such pieces.
 A complex state is handled through its real view (interleaved real and imaginary parts), with
 :math:`\mathrm{Re}(p\,s) = p_r s_r - p_i s_i`.
 
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from espnet_ssm.layers.s4d import S4D
 from espnet_ssm.ops import s4d_discretize
+from espnet_ssm.streaming.conv_frames import depthwise_valid
 
 
 @dataclass
@@ -64,11 +64,11 @@ class S4DStream:
             raise ValueError("S4D streaming needs a causal layer (bidirectional=False)")
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.layer = layer
+        self._layer = weakref.ref(layer)  # the shared-instance cache must not keep it alive
         self.max_frames = max_frames
         self._plans: Dict[int, _ChunkPlan] = {}
         with torch.no_grad():
-            dtype = layer.log_dt.dtype
+            dtype = self.dtype = layer.log_dt.dtype
             self.D = layer.D.detach() if layer.D is not None else None
             if layer.kernel_size is not None:
                 K = layer.kernel(layer.kernel_size)  # (H, k), lag order
@@ -79,6 +79,8 @@ class S4DStream:
             wide = torch.complex128 if layer.is_complex else torch.float64
             dA, dB = s4d_discretize(layer.log_dt.double(), A.to(wide), B.to(wide),
                                     layer.discretization)
+            if not layer.is_complex and dA.is_complex():  # bilinear: real Ā, maybe < 0
+                dA, dB = dA.real, dB.real
             self._dA, self._dB, self._C = dA, dB, C[0].to(wide)
 
     @classmethod
@@ -93,7 +95,10 @@ class S4DStream:
 
     def init_state(self, batch: int, device=None) -> torch.Tensor:
         """The layer's zero state."""
-        return self.layer.init_state(batch, device)
+        layer = self._layer()
+        if layer is None:
+            raise RuntimeError("the S4D layer of this stream no longer exists")
+        return layer.init_state(batch, device)
 
     def _plan(self, l: int, device) -> _ChunkPlan:
         plan = self._plans.get(l)
@@ -105,14 +110,15 @@ class S4DStream:
         pw = dA[..., None] ** k  # Ā^k, (H, N, l + 1)
         K = (C[..., None] * dB[..., None] * pw[..., :l]).sum(1)  # (H, l)
         K = K.real if K.is_complex() else K
-        lag = torch.arange(l)[:, None] - torch.arange(l)[None, :]  # t - j
+        ar = torch.arange(l, device=dA.device)
+        lag = ar[:, None] - ar[None, :]  # t - j
         toeplitz = torch.where(lag >= 0, K[:, lag.clamp(min=0)], torch.zeros((), dtype=K.dtype))
         p = (C[..., None] * pw[..., 1:]).transpose(1, 2)  # C Ā^{t+1}, (H, l, N)
         f = dB[..., None] * pw[..., :l].flip(-1)  # B̄ Ā^{l-1-j}, (H, N, l)
         if p.is_complex():  # interleaved real view of the state: (re_0, im_0, re_1, ...)
             p = torch.stack([p.real, -p.imag], dim=-1).reshape(H, l, 2 * N)
             f = torch.stack([f.real, f.imag], dim=2).reshape(H, 2 * N, l)
-        real = self.layer.log_dt.dtype
+        real = self.dtype
         decay = pw[..., l].to(torch.complex64 if real == torch.float32 else torch.complex128) \
             if pw.is_complex() else pw[..., l].to(real)
         plan = _ChunkPlan(torch.cat([toeplitz, p], dim=-1).to(device, real),
@@ -123,11 +129,11 @@ class S4DStream:
     def __call__(self, x: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """x (B, l, H) continuing from ``state`` -> (y (B, l, H), new state)."""
         if self.rep_weight is not None:
-            h = torch.cat([state, x.transpose(1, 2)], dim=-1)  # the last k-1 inputs, the chunk
-            y = F.conv1d(h, self.rep_weight, groups=h.size(1)).transpose(1, 2)
+            h = torch.cat([state.transpose(1, 2), x], dim=1)  # the last k-1 inputs, the chunk
+            y = depthwise_valid(h, self.rep_weight)
             if self.D is not None:
                 y = y + self.D * x
-            return y, h[..., h.size(-1) - state.size(-1):]
+            return y, h[:, h.size(1) - state.size(-1) :].transpose(1, 2)
         if x.size(1) > self.max_frames:
             ys = []
             for piece in x.split(self.max_frames, dim=1):
@@ -138,13 +144,13 @@ class S4DStream:
         if l == 0:
             return x, state
         plan = self._plan(l, x.device)
-        u = x.permute(2, 1, 0)  # (H, l, B)
+        u = x.transpose(1, 2)  # (B, H, l)
         flat = torch.view_as_real(state) if state.is_complex() else state  # (B, H, N[, 2])
-        flat = flat.reshape(b, flat.size(1), -1).permute(1, 2, 0)  # (H, S, B)
-        y = torch.matmul(plan.out, torch.cat([u, flat], dim=1)).permute(2, 1, 0)  # (B, l, H)
+        z = torch.cat([u, flat.reshape(b, flat.size(1), -1)], dim=-1)  # (B, H, l + S)
+        y = torch.einsum("hls,bhs->blh", plan.out, z)  # (B, l, H)
         if self.D is not None:
             y = y + self.D * x
-        inc = torch.matmul(plan.fold, u).permute(2, 0, 1)  # (B, H, S)
+        inc = torch.einsum("hsl,bhl->bhs", plan.fold, u)  # (B, H, S)
         if state.is_complex():
-            inc = torch.view_as_complex(inc.reshape(b, inc.size(1), -1, 2).contiguous())
+            inc = torch.view_as_complex(inc.reshape(b, inc.size(1), -1, 2))
         return y, plan.decay * state + inc

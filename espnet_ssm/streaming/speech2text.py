@@ -23,120 +23,55 @@ others raise :class:`StreamingNotSupported` here and can still use long-form rec
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional
 
 import torch
 
-from espnet_ssm.streaming.decoding import (
-    AttentionRescorer,
-    CTCSearch,
-    Recognition,
-    subsampling_factor,
-)
+from espnet_ssm.streaming.decoding import AttentionRescorer, Recognition
 from espnet_ssm.streaming.encoder import EncoderStream, check_streamable
 from espnet_ssm.streaming.frontend import StreamingFrontend, check_waveform
-from espnet_ssm.streaming.text import TokenText
-
-PathLike = Union[str, Path]
-
-
-def load_asr_model(
-    asr_train_config: PathLike, asr_model_file: Optional[PathLike], device: str = "cpu"
-):
-    """Build the model from its config and load its weights strictly; returns (model, args)."""
-    from espnet_ssm.tasks import SSMASRTask
-
-    model, args = SSMASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
-    model.eval()
-    return model, args
+from espnet_ssm.streaming.recognizer import (  # noqa: F401  (re-exported)
+    CTCRecognizer,
+    PathLike,
+    empty_recognition,
+    load_asr_model,
+    prepare_model,
+)
 
 
-def prepare_model(
-    asr_train_config: Optional[PathLike],
-    asr_model_file: Optional[PathLike],
-    asr_model: Optional[torch.nn.Module],
-    token_type: Optional[str],
-    bpemodel: Optional[str],
-    device: str,
-) -> Tuple[torch.nn.Module, TokenText]:
-    """The model (loaded from files unless given) in eval mode on ``device``, and its text
-    converter (token type and sentencepiece model default to the training config's)."""
-    args = None
-    if asr_model is None:
-        if asr_train_config is None:
-            raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
-        asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
-    if asr_model.ctc is None:
-        raise ValueError("CTC decoding needs a model with a CTC head (ctc_weight > 0)")
-    if token_type is None and args is not None:
-        token_type = args.token_type
-    if bpemodel is None and args is not None:
-        bpemodel = args.bpemodel
-    return asr_model.to(device).eval(), TokenText(asr_model.token_list, token_type, bpemodel)
-
-
-def empty_recognition() -> Recognition:
-    """The result for audio too short to give one encoder frame."""
-    return Recognition("", [], [], 0.0)
-
-
-class StreamingSpeech2Text:
+class StreamingSpeech2Text(CTCRecognizer):
     """Chunk-by-chunk recognition with a causal encoder.
 
     Args:
         asr_train_config: the model's ``config.yaml`` (or pass ``asr_model``).
         asr_model_file: its weights (loaded strictly).
-        asr_model: an already built ``ESPnetASRModel`` (instead of the two files).
-        token_type: ``bpe``/``char``/...; default: the training config's.
-        bpemodel: sentencepiece model; default: the training config's.
-        beam_size: 1 for greedy CTC, else CTC prefix beam search of that width.
-        nbest: hypotheses returned at the end of a stream.
         ctc_weight: 1.0 = CTC only; < 1 rescores the final n-best with the attention decoder
             (``ctc_weight * ctc + (1 - ctc_weight) * attention``).
-        length_bonus: per-token bonus of the prefix beam search.
-        token_beam: tokens tried per frame by the beam search (default: ``beam_size``).
-        device: ``cpu`` or ``cuda``.
+        **options: the model and search options of
+            :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
+            ``token_type``, ``bpemodel``, ``beam_size``, ``nbest``, ``length_bonus``,
+            ``token_beam``, ``device``).
     """
 
     def __init__(
         self,
         asr_train_config: Optional[PathLike] = None,
         asr_model_file: Optional[PathLike] = None,
-        asr_model: Optional[torch.nn.Module] = None,
-        token_type: Optional[str] = None,
-        bpemodel: Optional[str] = None,
-        beam_size: int = 1,
-        nbest: int = 1,
         ctc_weight: float = 1.0,
-        length_bonus: float = 0.0,
-        token_beam: Optional[int] = None,
-        device: str = "cpu",
+        **options,
     ):
-        asr_model, self.text = prepare_model(
-            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
-        )
-        self.asr_model = asr_model
-        self.device = device
+        super().__init__(asr_train_config, asr_model_file, **options)
+        asr_model = self.asr_model
         check_streamable(asr_model.encoder)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
-        self.encoder = EncoderStream(asr_model.encoder, device, asr_model.ctc)
-        self.search = CTCSearch(asr_model.blank_id, beam_size, nbest, length_bonus, token_beam)
+        self.encoder = EncoderStream(asr_model.encoder, self.device, asr_model.ctc)
         self.rescorer = None
         if ctc_weight < 1.0:
             if asr_model.decoder is None:
                 raise ValueError("ctc_weight < 1 needs the model's attention decoder; it has none")
             self.rescorer = AttentionRescorer(asr_model.decoder, asr_model.sos, asr_model.eos,
                                               ctc_weight)
-        self.frame_seconds = (
-            subsampling_factor(asr_model.encoder) * self.frontend.hop / self.frontend.sample_rate
-        )
         self.reset()
-
-    @property
-    def sample_rate(self) -> int:
-        """Sampling rate the model expects."""
-        return self.frontend.sample_rate
 
     def reset(self) -> None:
         """Drop the current stream."""

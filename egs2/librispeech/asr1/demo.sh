@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo: this recipe's stages 1-14, unchanged, on a small synthetic corpus in LibriSpeech's
 # own layout (espeak-ng voices; the test voices do not occur in training), with a small
-# espnet-ssm encoder on the CPU. Ends with the error-rate tables, example transcripts and where
-# the packed model and the training curves are.
+# espnet-ssm encoder on the CPU. Ends with the wall time of each step, the error-rate tables,
+# example transcripts and where the packed model and the training curves are.
 #
 #   cd egs2/librispeech/asr1 && ./demo.sh          (what `make demo` runs)
 set -e
@@ -18,10 +18,10 @@ corpus_dir=demo_corpus # the corpus is written to <corpus_dir>/LibriSpeech/
 sizes="2400 100 200"   # utterances in the train, dev and test parts
 seed=0
 nj=2
-asr_config=conf/demo/train_asr_demo_ssm.yaml
+asr_config=conf/demo/train_asr_demo_ssm_conformer.yaml
 inference_config=conf/demo/decode_asr_demo.yaml
-token_type=bpe
-nbpe=512
+token_type=char
+nbpe=512           # units when --token_type bpe
 asr_args=
 
 help_message=$(cat << EOF

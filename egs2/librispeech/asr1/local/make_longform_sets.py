@@ -5,6 +5,8 @@ As in the Speech-Mamba paper's long-context evaluation: a speaker's consecutive 
 utterance-id order, i.e. reading order in LibriSpeech) are joined into recordings whose duration
 lies in ``[min_seconds, max_seconds]`` (45-60 s there). For 10- and 60-minute recordings a
 speaker rarely has enough audio, so ``--across_speakers`` continues with the next speaker.
+Kaldi-style LibriSpeech speakers are reader-chapter pairs; ``--speaker_prefix_sep -`` groups a
+reader's chapters together (for test sets with few utterances per chapter).
 
 Grouping, per speaker (or over the whole set with ``--across_speakers``): utterances are added in
 order while the recording stays within ``max_seconds``; once it has at least ``min_seconds`` it is
@@ -147,6 +149,7 @@ def build(
     across_speakers: bool = False,
     gap_seconds: float = 0.0,
     tag: Optional[str] = None,
+    speaker_prefix_sep: Optional[str] = None,
 ) -> Tuple[int, int]:
     """Write the long-form data directory; return (recordings, left-out utterances)."""
     if not 0 < min_seconds <= max_seconds:
@@ -160,7 +163,14 @@ def build(
     num_samples, rate = durations(tables)
     gap = int(round(gap_seconds * rate))
     utt2spk = tables["utt2spk"]
-    ordered = [Utterance(u, utt2spk[u], num_samples[u] + gap) for u in sorted(utt2spk)]
+    if speaker_prefix_sep == "":
+        raise ValueError("speaker_prefix_sep must be a non-empty separator")
+
+    def speaker_of(utt: str) -> str:  # LibriSpeech: "<reader>-<chapter>" -> "<reader>"
+        spk = utt2spk[utt]
+        return spk.split(speaker_prefix_sep, 1)[0] if speaker_prefix_sep else spk
+
+    ordered = [Utterance(u, speaker_of(u), num_samples[u] + gap) for u in sorted(utt2spk)]
     if across_speakers:
         streams = {"": ordered}
     else:
@@ -226,10 +236,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--gap_seconds", type=float, default=0.0,
                    help="silence inserted after each utterance (default: none, as in the paper)")
     p.add_argument("--tag", default=None, help="recording-id tag (default: long<min seconds>)")
+    p.add_argument("--speaker_prefix_sep", default=None,
+                   help="group by the part of the utt2spk speaker before this separator "
+                   "(LibriSpeech '-': a reader's chapters together; default: utt2spk as is)")
     args = p.parse_args(argv)
     try:
         n, left = build(args.src, args.dst, args.min_seconds, args.max_seconds,
-                        args.across_speakers, args.gap_seconds, args.tag)
+                        args.across_speakers, args.gap_seconds, args.tag,
+                        args.speaker_prefix_sep)
     except (ValueError, RuntimeError) as e:
         print(f"make_longform_sets.py: error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,57 @@
+r"""Convolutions on the few frames of a streaming chunk, channels last: (B, t, C).
+
+``conv1d`` has a large fixed cost per call, which dominates on chunks of a few frames, and
+works channels first, which costs two transposes per call. Here:
+
+* :func:`pointwise`: a kernel-1 ``Conv1d`` with g groups maps each frame by a block-diagonal
+  matrix :math:`W = \mathrm{diag}(W_1, .., W_g)`; one dense ``linear`` call (the zero blocks
+  included) gives the same sums (the extra terms are exact zeros). The dense matrix is built
+  once per layer and rebuilt only when the weights change.
+* :func:`depthwise_valid`: a depthwise convolution without padding,
+  :math:`y_t = b + \sum_{i<k} w_i \odot h_{t+i}` (cross-correlation, as ``conv1d``), as one
+  element-wise product and sum over a strided view of the k-frame windows.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+_DENSE: "weakref.WeakKeyDictionary[torch.nn.Conv1d, Tuple[tuple, torch.Tensor]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dense_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
+    """(out, in) matrix of a kernel-1 ``Conv1d`` (block-diagonal when grouped)."""
+    if conv.kernel_size != (1,) or conv.stride != (1,) or conv.padding not in ((0,), "valid"):
+        raise ValueError(f"not a pointwise convolution: {conv}")
+    w = conv.weight
+    if conv.groups == 1:
+        return w[:, :, 0]
+    key = (w.data_ptr(), w._version)
+    hit = _DENSE.get(conv)
+    if hit is None or hit[0] != key:
+        blocks = w[:, :, 0].detach().chunk(conv.groups, dim=0)  # (out/g, in/g) each
+        hit = (key, torch.block_diag(*blocks))
+        _DENSE[conv] = hit
+    return hit[1]
+
+
+def pointwise(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` on frames x (B, t, C_in) -> (B, t, C_out), i.e. conv(x^T)^T."""
+    return F.linear(x, dense_weight(conv), conv.bias)
+
+
+def depthwise_valid(h: torch.Tensor, weight: torch.Tensor,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise cross-correlation of h (B, t + k - 1, C) with ``weight`` (C, 1, k) -> (B, t, C).
+
+    Equal to ``conv1d(h^T, weight, bias, groups=C)^T`` (no padding).
+    """
+    k = weight.size(-1)
+    windows = h.unfold(1, k, 1)  # (B, t, C, k): frames t .. t + k - 1 per output frame t
+    y = (windows * weight[:, 0]).sum(-1)
+    return y + bias if bias is not None else y

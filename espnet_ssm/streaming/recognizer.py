@@ -1,0 +1,103 @@
+"""What every CTC recogniser of this package shares: the model, its text converter, the search.
+
+:class:`CTCRecognizer` loads the model (strictly) or takes a built one, checks that it has a CTC
+head, builds the token-to-text converter (token type and sentencepiece model default to the
+training config's) and the CTC search (greedy for ``beam_size == 1``, else prefix beam search).
+:class:`~espnet_ssm.streaming.speech2text.StreamingSpeech2Text` and
+:class:`~espnet_ssm.streaming.longform.LongFormSpeech2Text` build on it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import torch
+
+from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
+from espnet_ssm.streaming.frontend import check_streamable_frontend, frontend_sample_rate
+from espnet_ssm.streaming.text import TokenText
+
+PathLike = Union[str, Path]
+
+
+def load_asr_model(
+    asr_train_config: PathLike, asr_model_file: Optional[PathLike], device: str = "cpu"
+):
+    """Build the model from its config and load its weights strictly; returns (model, args)."""
+    from espnet_ssm.tasks import SSMASRTask
+
+    model, args = SSMASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    model.eval()
+    return model, args
+
+
+def prepare_model(
+    asr_train_config: Optional[PathLike],
+    asr_model_file: Optional[PathLike],
+    asr_model: Optional[torch.nn.Module],
+    token_type: Optional[str],
+    bpemodel: Optional[str],
+    device: str,
+) -> Tuple[torch.nn.Module, TokenText]:
+    """The model (loaded from files unless given) in eval mode on ``device``, and its text
+    converter (token type and sentencepiece model default to the training config's)."""
+    args = None
+    if asr_model is None:
+        if asr_train_config is None:
+            raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
+        asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
+    if asr_model.ctc is None:
+        raise ValueError("CTC decoding needs a model with a CTC head (ctc_weight > 0)")
+    if token_type is None and args is not None:
+        token_type = args.token_type
+    if bpemodel is None and args is not None:
+        bpemodel = args.bpemodel
+    return asr_model.to(device).eval(), TokenText(asr_model.token_list, token_type, bpemodel)
+
+
+def empty_recognition() -> Recognition:
+    """The result for audio too short to give one encoder frame."""
+    return Recognition("", [], [], 0.0)
+
+
+class CTCRecognizer:
+    """A model with a CTC head, its text converter and a CTC search.
+
+    Args:
+        asr_train_config: the model's ``config.yaml`` (or pass ``asr_model``).
+        asr_model_file: its weights (loaded strictly).
+        asr_model: an already built ``ESPnetASRModel`` (instead of the two files).
+        token_type: ``bpe``/``char``/...; default: the training config's.
+        bpemodel: sentencepiece model; default: the training config's.
+        beam_size: 1 for greedy CTC, else CTC prefix beam search of that width.
+        nbest: hypotheses returned at the end of a recording.
+        length_bonus: per-token bonus of the prefix beam search.
+        token_beam: tokens tried per frame by the beam search (default: ``beam_size``).
+        device: ``cpu`` or ``cuda``.
+    """
+
+    def __init__(
+        self,
+        asr_train_config: Optional[PathLike] = None,
+        asr_model_file: Optional[PathLike] = None,
+        asr_model: Optional[torch.nn.Module] = None,
+        token_type: Optional[str] = None,
+        bpemodel: Optional[str] = None,
+        beam_size: int = 1,
+        nbest: int = 1,
+        length_bonus: float = 0.0,
+        token_beam: Optional[int] = None,
+        device: str = "cpu",
+    ):
+        self.asr_model, self.text = prepare_model(
+            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
+        )
+        self.device = device
+        self.search = CTCSearch(self.asr_model.blank_id, beam_size, nbest, length_bonus,
+                                token_beam)
+        frontend = check_streamable_frontend(self.asr_model.frontend)
+        self.sample_rate = frontend_sample_rate(frontend)
+        # an encoder frame spans ``subsampling`` feature frames of ``hop`` samples each
+        self.frame_seconds = (
+            subsampling_factor(self.asr_model.encoder) * frontend.hop_length / self.sample_rate
+        )
