@@ -1,6 +1,6 @@
-"""S4DStream (cached per-chunk-length matrices) against the offline S4D layer and a float64 loop.
+"""S4DStream (discretised once, frame recurrence or blocked chunks) against the offline layer.
 
-Chunked outputs sum the same terms as the FFT convolution in another order; float32 results
+Streamed outputs sum the same terms as the FFT convolution in another order; float32 results
 agree within 1e-4 (unit-scale inputs, outputs of order 10), float64 within 1e-9.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ Powers are taken in log space, Ā^l = exp(l · log Ā), so |Ā| <= 1 never overf
 l or |ΔA| is. A with a positive real part is rejected with a ValueError (never clamped).
 
 The Vandermonde matrix (H, N, L) is never built: with l = j·M + i (M ≈ √L),
-K[h, jM + i] = Re(Σ_n (W Ā^{jM})[h,n,j] · Ā^i[h,n,i]), two batched real matmuls over N.
+K[h, jM + i] = Re(Σ_n (W Ā^{jM})[h,n,j] · Ā^i[h,n,i]), a batched real matmul over 2N.
 Reading: state-spaces/s4 ``models/s4/s4d.py`` (S4DKernel) for the ZOH kernel.
 """
 from __future__ import annotations
@@ -88,17 +88,16 @@ def s4d_discretize(
 def _powers(log_dA: torch.Tensor, exponents: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(Re, Im) of Ā^e = exp(e · log Ā) for each exponent, shape (H, len(e), N).
 
-    Written with real exp/cos/sin (vectorised, unlike complex exp) on contiguous tensors; Im is
-    None for real Ā. Powers below exp(-35) ≈ 6e-16 are set to 0: they are negligible even in
-    float64, and products of such tiny numbers would be subnormal, which CPUs multiply slowly.
+    Written with real exp/cos/sin (vectorised, unlike complex exp); Im is None for real Ā.
+    Powers below exp(-35) ≈ 6e-16 are set to 0: they are negligible even in float64, and
+    products of such tiny numbers would be subnormal, which CPUs multiply very slowly.
     """
     e = exponents[:, None]
-    log_re = (log_dA.real if log_dA.is_complex() else log_dA).contiguous()
-    log_mag = log_re[:, None, :] * e
-    magnitude = torch.exp(log_mag).masked_fill(log_mag < _NEGLIGIBLE_LOG, 0.0)
+    log_mag = (log_dA.real if log_dA.is_complex() else log_dA)[:, None, :] * e
+    magnitude = torch.where(log_mag < _NEGLIGIBLE_LOG, torch.zeros_like(log_mag), torch.exp(log_mag))
     if not log_dA.is_complex():
         return magnitude, None
-    phase = log_dA.imag.contiguous()[:, None, :] * e
+    phase = log_dA.imag[:, None, :] * e
     return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
 
 
@@ -106,7 +105,7 @@ def _powers_matmul(weight: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     """Re(Σ_n weight[..., h, n] · Ā[h, n]^l) for l < L, shape (K, H, L).
 
     weight: (K, H, N); log_dA: (H, N). Uses the two-level split l = j·M + i (module doc):
-    Re(w Ā^{jM} · Ā^i) = Re(w Ā^{jM})·Re(Ā^i) - Im(w Ā^{jM})·Im(Ā^i), two real matmuls over N.
+    Re(w Ā^{jM} · Ā^i) = Re(w Ā^{jM})·Re(Ā^i) - Im(w Ā^{jM})·Im(Ā^i), one real matmul over 2N.
     """
     M = math.isqrt(L - 1) + 1
     J = -(-L // M)
@@ -114,15 +113,17 @@ def _powers_matmul(weight: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     in_re, in_im = _powers(log_dA, ar[:M])  # Ā^i, (H, M, N)
     out_re, out_im = _powers(log_dA, ar[:J] * M)  # Ā^{jM}, (H, J, N)
     w = weight[:, :, None, :]  # (K, H, 1, N)
-    w_re = (w.real if w.is_complex() else w).contiguous()
-    w_im = w.imag.contiguous() if w.is_complex() else None
-    left_re = w_re * out_re  # Re(w Ā^{jM}), (K, H, J, N)
-    if w_im is not None and out_im is not None:
-        left_re = left_re - w_im * out_im
-    out = torch.matmul(left_re, in_re.transpose(-1, -2))  # (K, H, J, M)
-    if in_im is not None:  # Ā complex: subtract Im(w Ā^{jM}) · Im(Ā^i)
-        left_im = w_re * out_im if w_im is None else w_re * out_im + w_im * out_re
-        out = out - torch.matmul(left_im, in_im.transpose(-1, -2))
+    if weight.is_complex() or in_im is not None:
+        w_re, w_im = (w.real, w.imag) if weight.is_complex() else (w, torch.zeros_like(w))
+        if out_im is None:
+            out_im, in_im = torch.zeros_like(out_re), torch.zeros_like(in_re)
+        left_re = w_re * out_re - w_im * out_im  # (K, H, J, N)
+        left_im = w_re * out_im + w_im * out_re
+        left = torch.cat([left_re, -left_im], dim=-1)  # (K, H, J, 2N)
+        right = torch.cat([in_re, in_im], dim=-1)  # (H, M, 2N)
+    else:
+        left, right = w * out_re, in_re
+    out = torch.matmul(left, right.transpose(-1, -2))  # (K, H, J, M)
     return out.reshape(out.shape[0], out.shape[1], J * M)[..., :L]
 
 

@@ -44,7 +44,7 @@ from espnet_ssm.ops._checks import check_choice, check_optional, check_tensor
 BACKENDS = ("auto", "torch", "mamba_ssm")
 # automatic chunk length: about this many state elements (T·batch·d·N) per chunk, so that a
 # chunk's few temporaries stay in a CPU core's L2 cache
-CHUNK_ELEMENTS = 1 << 18
+CHUNK_ELEMENTS = 1 << 17
 # training keeps one state per segment of chunks with about this many state elements, and
 # recomputes a segment at a time in the backward pass
 SEGMENT_ELEMENTS = 1 << 21

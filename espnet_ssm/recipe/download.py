@@ -5,10 +5,16 @@ range requests (an interrupted download continues where it stopped), its size an
 checked against the known values, and it is unpacked into ``<dir>/LibriSpeech/<part>/`` through a
 temporary directory, so an existing part directory is always complete. A bad archive is removed
 and reported with the expected and actual size or checksum.
+
+The LM text (openslr resource 11, ``librispeech-lm-norm.txt.gz``, about 1.5 GB) is fetched the
+same resumable way into ``<dir>/librispeech-lm-norm.txt.gz``. openslr publishes no checksum for
+it, so it is checked against the server's size and by reading the whole archive, which verifies
+gzip's CRC-32 and length trailer.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import logging
 import shutil
@@ -17,10 +23,13 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 URL_BASE = "https://www.openslr.org/resources/12"
+LM_URL_BASE = "https://www.openslr.org/resources/11"
+LM_TEXT = "librispeech-lm-norm.txt.gz"
 
 # part -> (size in bytes, sha256). Sizes as in Kaldi's librispeech download_and_untar.sh,
 # checksums as in torchaudio.datasets.librispeech.
@@ -150,17 +159,71 @@ def download_part(part: str, dest_dir: Path, url_base: str = URL_BASE, keep_arch
     return target
 
 
+def remote_size(url: str, opener: Callable[..., object] = urllib.request.urlopen) -> int:
+    """The size the server announces for ``url`` (HEAD request, Content-Length)."""
+    try:
+        with opener(urllib.request.Request(url, method="HEAD"), timeout=60) as response:
+            length = response.headers.get("Content-Length")
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"cannot reach {url}: {e}") from e
+    if not length or not length.isdigit():
+        raise DownloadError(f"{url}: the server gives no Content-Length")
+    return int(length)
+
+
+def check_gzip(path: Path) -> None:
+    """Raise DownloadError unless ``path`` is a complete, intact gzip file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise DownloadError(f"{path}: not a complete gzip file ({e})") from e
+
+
+def download_lm_text(dest_dir: Path, url_base: str = LM_URL_BASE) -> Path:
+    """Make ``<dest_dir>/librispeech-lm-norm.txt.gz`` exist (an existing file is used as it is)."""
+    target = dest_dir / LM_TEXT
+    if target.is_file():
+        logging.info("%s exists, nothing to download", target)
+        return target
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    url = f"{url_base}/{LM_TEXT}"
+    size = remote_size(url)
+    logging.info("downloading %s (%.1f GB)", url, size / 1e9)
+    tmp = dest_dir / (LM_TEXT + ".download")  # renamed only once checked
+    fetch(url, tmp, size)
+    if tmp.stat().st_size != size:
+        tmp.unlink()
+        raise DownloadError(f"{url}: got {tmp.stat().st_size} bytes, the server announced {size}")
+    try:
+        check_gzip(tmp)
+    except DownloadError:
+        tmp.unlink()
+        raise
+    tmp.replace(target)
+    return target
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dest_dir", type=Path, help="the parts go to <dest_dir>/LibriSpeech/<part>/")
-    p.add_argument("parts", nargs="+", choices=sorted(PARTS))
+    # No argparse choices: with nargs="*" they reject an empty list (Python < 3.12).
+    p.add_argument("parts", nargs="*", metavar="PART", help=", ".join(sorted(PARTS)))
     p.add_argument("--url_base", default=URL_BASE)
     p.add_argument("--keep_archive", default="true", choices=("true", "false"))
+    p.add_argument("--lm_text", action="store_true", help=f"also get <dest_dir>/{LM_TEXT} (openslr 11)")
+    p.add_argument("--lm_url_base", default=LM_URL_BASE)
     args = p.parse_args(argv)
+    unknown = [part for part in args.parts if part not in PARTS]
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(sorted(PARTS))}")
     try:
         for part in args.parts:
             download_part(part, args.dest_dir, args.url_base, args.keep_archive == "true")
+        if args.lm_text:
+            download_lm_text(args.dest_dir, args.lm_url_base)
     except DownloadError as e:
         sys.exit(f"download: {e}")
 

@@ -16,10 +16,16 @@ Content:
     variants);
   * the variants of the dev and test readers never occur in training, so those voices are unseen;
   * mild noise: white noise at 20-35 dB SNR, random gain and leading/trailing silence.
+
+Beside ``LibriSpeech/`` goes ``librispeech-lm-norm.txt.gz``, the stand-in for LibriSpeech's LM
+text (openslr resource 11): one sentence per line, drawn from the same grammar with its own
+random stream, with every dev and test sentence left out (LibriSpeech's LM text likewise leaves
+out the books of the dev and test sets).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import logging
 import multiprocessing
@@ -61,6 +67,10 @@ FEMALE_VARIANTS = frozenset(
 )
 
 DEFAULT_PARTS = ("train-synth", "dev-synth", "test-synth")
+LM_TEXT = "librispeech-lm-norm.txt.gz"  # openslr 11's file name, so local/data.sh takes either
+# 30k sentences (about 1.6 M characters): enough for the demo's character LM to learn the
+# grammar's words, and one epoch of it trains in well under a minute on 2 CPU cores.
+DEFAULT_LM_SENTENCES = 30000
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,30 @@ def write_metadata(out_dir: Path, readers: Sequence[Reader], utterances: Sequenc
     )
 
 
+def lm_sentences(n: int, held_out: Iterable[str], seed: int = 0) -> List[str]:
+    """``n`` grammar sentences for LM training, none of them in ``held_out``.
+
+    Drawn with their natural frequencies (short common sentences may repeat, as in real text)
+    from a random stream of their own, so that the LM text does not depend on the corpus sizes.
+    """
+    held_out = frozenset(held_out)
+    gen = SentenceGenerator(seed * 1_000_003 + 424242)
+    out: List[str] = []
+    while len(out) < n:
+        s = gen.sample()
+        if s not in held_out:
+            out.append(s)
+    return out
+
+
+def write_lm_text(path: Path, sentences: Sequence[str]) -> None:
+    """Write ``sentences`` gzipped, one per line; byte-identical for the same sentences."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+        f.write("".join(s + "\n" for s in sentences).encode())
+    tmp.replace(path)  # atomic: a reader never sees a truncated archive
+
+
 def generate(
     out_dir: Path,
     sizes: Dict[str, int],
@@ -233,18 +267,27 @@ def generate(
     nj: int = 2,
     chapters_per_reader: int = 2,
     log_every: int = 500,
+    lm_text_sentences: int = DEFAULT_LM_SENTENCES,
 ) -> Path:
     """Synthesise the whole corpus; return its root.
 
     ``<root>/.plan`` records what the corpus is made of: an interrupted run with the same plan
     resumes (existing flac files are kept), a finished one (``.complete``) is left alone, and a
     corpus made with another plan is removed first, so files of two plans never mix.
+    ``<out_dir>/librispeech-lm-norm.txt.gz`` (``lm_text_sentences`` lines; none when 0) is
+    rewritten every time: it takes about a second and depends only on the plan.
     """
     if shutil.which("espeak-ng") is None:
         raise RuntimeError(
             "espeak-ng is not installed; install it with: sudo apt-get install -y espeak-ng"
         )
     readers, utterances = plan_corpus(out_dir, sizes, seed, chapters_per_reader)
+    if lm_text_sentences > 0:
+        train_part = next(iter(sizes))
+        held_out = {u.text for u in utterances if u.reader.part != train_part}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_lm_text(out_dir / LM_TEXT, lm_sentences(lm_text_sentences, held_out, seed))
+        logging.info("LM text: %d sentences in %s (no dev/test sentence)", lm_text_sentences, out_dir / LM_TEXT)
     root = out_dir / "LibriSpeech"
     marker, plan_file = root / ".complete", root / ".plan"
     plan = repr((sorted(sizes.items()), seed, chapters_per_reader, TRAIN_BASES, EVAL_BASES,
@@ -299,6 +342,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nj", type=int, default=2, help="parallel synthesis processes")
     p.add_argument("--chapters_per_reader", type=int, default=2)
+    p.add_argument("--lm_text_sentences", type=int, default=DEFAULT_LM_SENTENCES,
+                   help=f"sentences in <out_dir>/{LM_TEXT}, the LM text (0: none)")
     return p
 
 
@@ -307,7 +352,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     try:
         sizes = parse_sizes(args.parts, args.sizes)
-        generate(args.out_dir, sizes, args.seed, args.nj, args.chapters_per_reader)
+        generate(args.out_dir, sizes, args.seed, args.nj, args.chapters_per_reader,
+                 lm_text_sentences=args.lm_text_sentences)
     except (ValueError, RuntimeError) as e:
         sys.exit(f"synth_corpus: {e}")
 

@@ -27,6 +27,8 @@ import torch
 from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
 from espnet.nets.pytorch_backend.transformer.embedding import RelPositionalEncoding
 
+from espnet_ssm.streaming.weights_key import weights_key
+
 
 @dataclass
 class AttentionCache:
@@ -66,7 +68,7 @@ def projected_distances(attn: RelPositionMultiHeadedAttention, pos_enc: RelPosit
     sliced per chunk: a bounded left context then costs nothing here.
     """
     w = attn.linear_pos.weight
-    key = (w.data_ptr(), w._version, like.dtype, like.device)
+    key = (weights_key([w]), like.dtype, like.device)
     hit = _POS_PROJ.get(attn)
     if hit is None or hit[0] != key or hit[1].size(1) <= max_distance:
         have = hit[1].size(1) if hit is not None and hit[0] == key else 0

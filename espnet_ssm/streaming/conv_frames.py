@@ -19,6 +19,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from espnet_ssm.streaming.weights_key import weights_key
+
 _DENSE: "weakref.WeakKeyDictionary[torch.nn.Conv1d, Tuple[tuple, torch.Tensor]]" = (
     weakref.WeakKeyDictionary()
 )
@@ -31,7 +33,7 @@ def dense_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
     w = conv.weight
     if conv.groups == 1:
         return w[:, :, 0]
-    key = (w.data_ptr(), w._version)
+    key = weights_key([w])
     hit = _DENSE.get(conv)
     if hit is None or hit[0] != key:
         blocks = w[:, :, 0].detach().chunk(conv.groups, dim=0)  # (out/g, in/g) each
@@ -52,6 +54,8 @@ def depthwise_valid(h: torch.Tensor, weight: torch.Tensor,
     Equal to ``conv1d(h^T, weight, bias, groups=C)^T`` (no padding).
     """
     k = weight.size(-1)
+    if h.size(1) < k:  # no complete window: an empty chunk
+        return h.new_zeros(h.size(0), 0, h.size(2))
     windows = h.unfold(1, k, 1)  # (B, t, C, k): frames t .. t + k - 1 per output frame t
     y = (windows * weight[:, 0]).sum(-1)
     return y + bias if bias is not None else y
