@@ -189,6 +189,20 @@ def s4d_step(
     check_tensor(fn, "u_t", u_t, (None, H), "(batch, H)")
     check_tensor(fn, "state", state, (u_t.shape[0], H, N), "(batch, H, N)", complex_ok=True)
     check_optional(fn, "D", D, (H,), "(H,)")
+    return s4d_step_unchecked(state, u_t, dA, dB, C, D)
+
+
+def s4d_step_unchecked(
+    state: torch.Tensor,
+    u_t: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`s4d_step` without the argument checks, for per-frame loops over checked inputs
+    (streaming calls it once per frame and layer, where the checks would cost a quarter of the
+    step)."""
     new_state = dA * state + dB * u_t[..., None]
     y = (C * new_state).sum(-1)
     y = y.real if y.is_complex() else y
