@@ -123,6 +123,10 @@ def test_partial_results_grow_into_the_final_one(causal_files, rng):
     final = s2t(speech[11000:], is_final=True)[0].token_ids
     for p in partials:
         assert final[: len(p)] == p
+    # without partial results: nothing before the end, the same final result
+    quiet = [s2t(speech[a : a + 1000], partial=False) for a in range(0, 11000, 1000)]
+    assert quiet == [[]] * len(quiet)
+    assert s2t(speech[11000:], is_final=True, partial=False)[0].token_ids == final
 
 
 def test_attention_rescoring_uses_the_decoder_likelihood(causal_files, rng):

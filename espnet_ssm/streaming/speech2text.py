@@ -83,7 +83,8 @@ class StreamingSpeech2Text(CTCRecognizer):
 
     @torch.inference_mode()
     def __call__(
-        self, speech: torch.Tensor, is_final: bool = False, fs: Optional[int] = None
+        self, speech: torch.Tensor, is_final: bool = False, fs: Optional[int] = None,
+        partial: bool = True,
     ) -> List[Recognition]:
         """Feed a chunk of samples (n,); return the current best (n-best at the end).
 
@@ -93,6 +94,9 @@ class StreamingSpeech2Text(CTCRecognizer):
                 list returned and the state reset).
             fs: sampling rate of ``speech``; if given it must equal :attr:`sample_rate`
                 (resample whole recordings beforehand; chunk-wise resampling is not exact).
+            partial: before the final chunk, build the current best hypothesis (its cost grows
+                with the transcript so far); False returns an empty list instead, for callers
+                that only want the final result.
         """
         if fs is not None and int(fs) != self.sample_rate:
             raise ValueError(
@@ -108,7 +112,7 @@ class StreamingSpeech2Text(CTCRecognizer):
             if self.rescorer is not None:
                 self._enc_chunks.append(enc)
         if not is_final:
-            return self.search.results(self.text, self.frame_seconds)[:1]
+            return self.search.results(self.text, self.frame_seconds)[:1] if partial else []
         if self.encoder_frames == 0:
             logging.warning(
                 "the stream (%d samples) is too short for one encoder frame: empty result",
@@ -129,6 +133,6 @@ class StreamingSpeech2Text(CTCRecognizer):
             return self(speech, is_final=True)
         n = speech.numel()
         for start in range(0, n - chunk_samples, chunk_samples):
-            self(speech[start : start + chunk_samples])
+            self(speech[start : start + chunk_samples], partial=False)
         last = ((n - 1) // chunk_samples) * chunk_samples
         return self(speech[last:], is_final=True)
