@@ -2,6 +2,7 @@
 filtering, speed perturbation, audio dump, sentencepiece token lists, the synthetic corpus."""
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import subprocess
@@ -310,10 +311,36 @@ def test_corpus_plan_holds_test_voices_out_of_training(tmp_path):
         assert u.path.parent.parent.name == str(u.reader.reader_id)
 
 
+def test_lm_text_excludes_dev_and_test_sentences(tmp_path):
+    """The corpus' LM text: gzipped, one grammar sentence a line, no dev or test sentence in it."""
+    sizes = {"train-synth": 300, "dev-synth": 100, "test-synth": 200}
+    seed = int(np.random.default_rng().integers(1000))
+    _, utts = synth_corpus.plan_corpus(tmp_path, sizes, seed=seed)
+    held_out = {u.text for u in utts if u.reader.part != "train-synth"}
+    # Sentences the grammar draws often (short ones) would turn up unless left out on purpose.
+    sents = synth_corpus.lm_sentences(20000, held_out, seed)
+    assert len(sents) == 20000 and not set(sents) & held_out
+    assert sents == synth_corpus.lm_sentences(20000, held_out, seed)  # deterministic
+    assert all(re.fullmatch(r"[A-Z']+( [A-Z']+)*", s) for s in sents[:2000])
+    assert len(set(sents)) > 15000  # varied text, not a few sentences repeated
+    path = tmp_path / synth_corpus.LM_TEXT
+    synth_corpus.write_lm_text(path, sents)
+    first = path.read_bytes()
+    with gzip.open(path, "rt") as f:
+        assert f.read().splitlines() == sents
+    synth_corpus.write_lm_text(path, sents)
+    assert path.read_bytes() == first  # byte-identical rewrite (no time stamp in the gzip header)
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_generated_corpus_is_prepared_by_stage1(tmp_path):
     sizes = {"train-synth": 6, "dev-synth": 2, "test-synth": 3}
-    root = synth_corpus.generate(tmp_path / "c", sizes, seed=3, nj=2)
+    root = synth_corpus.generate(tmp_path / "c", sizes, seed=3, nj=2, lm_text_sentences=500)
+    with gzip.open(tmp_path / "c" / synth_corpus.LM_TEXT, "rt") as f:
+        lm_text = f.read().splitlines()
+    eval_text = {line.split(" ", 1)[1] for part in ("dev-synth", "test-synth")
+                 for tr in (root / part).glob("*/*/*.trans.txt") for line in tr.read_text().splitlines()}
+    assert len(lm_text) == 500 and len(eval_text) == 5 and not set(lm_text) & eval_text
     for part, n in sizes.items():
         out = tmp_path / "data" / part
         assert librispeech.prepare_part(root / part, out) == n

@@ -3,6 +3,7 @@ size and SHA-256 verification, resuming a partial download, servers that ignore 
 unpacking into LibriSpeech/<part>/."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -35,6 +36,11 @@ class Server:
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 self.wfile.write(data[start:])
+
+            def do_HEAD(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", str((root / self.path.lstrip("/")).stat().st_size))
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -120,3 +126,23 @@ def test_download_part_unpacks_and_rejects_bad_archives(tmp_path, monkeypatch):
         server.close()
     with pytest.raises(DownloadError, match="unknown LibriSpeech part 'dev-cleen'"):
         download.download_part("dev-cleen", tmp_path / "dl3")
+
+
+def test_download_lm_text_checks_the_gzip(tmp_path):
+    """openslr 11's LM text: fetched, checked by size and gzip CRC; a corrupt one is refused."""
+    lines = [f"SENTENCE NUMBER {i}" for i in range(20000)]
+    good = gzip.compress("".join(x + "\n" for x in lines).encode())
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / download.LM_TEXT).write_bytes(good)
+    server = Server(tmp_path / "srv")
+    try:
+        got = download.download_lm_text(tmp_path / "dl", server.url)
+        assert got == tmp_path / "dl" / download.LM_TEXT and got.read_bytes() == good
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0xFF
+        (tmp_path / "srv" / download.LM_TEXT).write_bytes(bytes(bad))
+        with pytest.raises(DownloadError, match="not a complete gzip file"):
+            download.download_lm_text(tmp_path / "dl2", server.url)
+        assert not list((tmp_path / "dl2").iterdir())  # nothing half-checked is left behind
+    finally:
+        server.close()

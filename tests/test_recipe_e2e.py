@@ -1,9 +1,10 @@
 """The LibriSpeech recipe end to end (stages 1-15, no upload) on a tiny generated corpus.
 
-One module-scoped run does: stages 1-10; stage 11 killed during its second epoch and run again
-(it must resume from the checkpoint); stages 12-15. The tests then check every stage's outputs,
-the exact RESULTS.md table format, that re-running stages is safe, that the packed zip decodes a
-wav through ESPnet's Speech2Text in a fresh process, and the recipe's bad-input errors.
+One module-scoped run does: stages 1-10 (with the LM stages 6-8 and a tiny LSTM LM); stage 11
+killed during its second epoch and run again (it must resume from the checkpoint); stages 12-15
+(decoding with the LM). The tests then check every stage's outputs, the exact RESULTS.md table
+format, that re-running stages is safe, that the packed zip (ASR model + LM) decodes a wav through
+ESPnet's Speech2Text in a fresh process, and the recipe's bad-input errors.
 """
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ PARTS = ("train-synth", "dev-synth", "test-synth")
 SIZES = (24, 6, 6)
 ASR_TAG = "tiny"
 EXP = f"exp/asr_{ASR_TAG}"
-INFERENCE_TAG = "decode_asr_demo_asr_model_valid.loss.ave"
+LM_TAG = "train_lm_demo_tiny_en_bpe40"
+LM_EXP = f"exp/lm_{LM_TAG}"
+DECODE_CONFIG = "conf/demo/decode_asr_demo_lm.yaml"
+INFERENCE_TAG = f"decode_asr_demo_lm_lm_lm_{LM_TAG}_valid.loss.ave_asr_model_valid.loss.ave"  # <config>_lm_<lm_exp>_...
+LM_TEXT_SENTENCES = 300
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
@@ -55,7 +60,9 @@ def run_args(stage: int, stop_stage: int, *extra: str) -> List[str]:
         "--speed_perturb_factors", "", "--token_type", "bpe", "--nbpe", "40",
         "--asr_config", "conf/demo/train_asr_demo_tiny.yaml", "--asr_tag", ASR_TAG,
         "--asr_args", "--max_epoch 3",
-        "--inference_config", "conf/demo/decode_asr_demo.yaml", "--inference_asr_model", "valid.loss.ave.pth",
+        "--use_lm", "true", "--lm_config", "conf/demo/train_lm_demo_tiny.yaml",
+        "--lm_train_text", "data/train_synth/text data/local/other_text/text",
+        "--inference_config", DECODE_CONFIG, "--inference_asr_model", "valid.loss.ave.pth",
         *extra,
     ]
 
@@ -72,7 +79,8 @@ def snapshot(work: Path, patterns: List[str]) -> Dict[str, bytes]:
     return {str(p.relative_to(work)): p.read_bytes() for pat in patterns for p in sorted(work.glob(pat)) if p.is_file()}
 
 
-STABLE_OUTPUTS = ["data/*/*", "dump/raw/*/*", "dump/raw/org/*/*", "data/en_token_list/bpe_unigram40/*"]
+STABLE_OUTPUTS = ["data/*/*", "dump/raw/*/*", "dump/raw/org/*/*", "data/en_token_list/bpe_unigram40/*",
+                  "data/local/other_text/text", "dump/raw/lm_train.txt"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +90,7 @@ def recipe(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("recipe")
     work = recipe_copy(root)
-    synth_corpus.generate(work / "corpus", dict(zip(PARTS, SIZES)), seed=11, nj=2)
+    synth_corpus.generate(work / "corpus", dict(zip(PARTS, SIZES)), seed=11, nj=2, lm_text_sentences=LM_TEXT_SENTENCES)
     out = {"1-10": sh(work, run_args(1, 10))}
     # Stage 11, interrupted: killed (with its whole process group) once epoch 2 has started.
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -110,6 +118,43 @@ def test_stage1_data_dirs(recipe):
         for utt, path in datadir.read_table(work / "data" / s / "wav.scp").items():
             assert Path(path).is_file() and Path(path).name == f"{utt}.flac"
         assert (work / "data" / s / "spk2gender").is_file()
+
+
+def test_stage1_lm_text(recipe):
+    """data.sh stage 4: the corpus' LM text with ESPnet's ids; none of it is a dev/test sentence."""
+    work, _ = recipe
+    lines = (work / "data/local/other_text/text").read_text().splitlines()
+    assert len(lines) == LM_TEXT_SENTENCES
+    assert lines[0].startswith("librispeech_lng_00000001 ")
+    assert all(re.fullmatch(r"librispeech_lng_\d{8} [A-Z']+( [A-Z']+)*", line) for line in lines)
+    held_out = {t for s in ("dev_synth", "test_synth") for t in datadir.read_table(work / "data" / s / "text").values()}
+    assert not {line.split(" ", 1)[1] for line in lines} & held_out
+
+
+def test_stage4_lm_train_text(recipe):
+    work, _ = recipe
+    lm_train = (work / "dump/raw/lm_train.txt").read_text().splitlines()
+    train = (work / "data/train_synth/text").read_text().splitlines()
+    other = (work / "data/local/other_text/text").read_text().splitlines()
+    assert lm_train == train + other  # ids kept (files named "text" add no suffix)
+
+
+def test_stages6_8_language_model(recipe):
+    work, out = recipe
+    stats = work / "exp/lm_stats_en_bpe40"
+    for s in ("train", "valid"):
+        shapes = (stats / s / "text_shape.bpe").read_text().splitlines()
+        assert shapes and all(line.endswith(",40") for line in shapes)
+    assert len((stats / "train/text_shape.bpe").read_text().splitlines()) == SIZES[0] + LM_TEXT_SENTENCES
+    lm = work / LM_EXP
+    config = yaml.safe_load((lm / "config.yaml").read_text())
+    assert config["lm"] == "seq_rnn" and config["token_list"][0] == "<blank>" and len(config["token_list"]) == 40
+    assert config["token_list"] == yaml.safe_load((work / EXP / "config.yaml").read_text())["token_list"]
+    assert list(lm.glob("valid.loss.*.pth")) and (lm / "valid.loss.ave.pth").exists()
+    ppl = float((lm / "perplexity_test/ppl").read_text())
+    assert 1.0 < ppl < 40.0  # better than uniform over the 40 units
+    assert "PPL: dump/raw/test_synth/text:" in out["1-10"].stdout
+    assert (lm / "run.sh").is_file() and (stats / "run.sh").is_file()
 
 
 def test_stages3_4_dump(recipe):
@@ -186,6 +231,8 @@ def test_stage13_results_md_format(recipe):
         nums = next(x for x in result.read_text().splitlines() if "Sum/Avg" in x).replace("|", " ").split()[1:]
         assert lines[i + 4].split("|")[2:-1] == nums
     assert md in out["12-15"].stdout  # stage 13 shows it
+    assert "- ASR config: [conf/demo/train_asr_demo_tiny.yaml](conf/demo/train_asr_demo_tiny.yaml)" in lines
+    assert "- LM config: [conf/demo/train_lm_demo_tiny.yaml](conf/demo/train_lm_demo_tiny.yaml)" in lines
 
 
 def test_stage14_pack_and_stage15_card(recipe):
@@ -200,6 +247,11 @@ def test_stage14_pack_and_stage15_card(recipe):
     assert any(n.startswith(f"{EXP}/images/") for n in names)
     meta = yaml.safe_load(zipfile.ZipFile(zips[0]).read("meta.yaml"))
     assert meta["files"]["asr_model_file"] in names and meta["yaml_files"]["asr_train_config"] in names
+    # The LM goes with the ASR model
+    # (pack stores the file valid.loss.ave.pth links to: with one kept model, an epoch file)
+    assert meta["files"]["lm_file"].startswith(f"{LM_EXP}/") and meta["files"]["lm_file"] in names
+    assert meta["yaml_files"]["lm_train_config"] == f"{LM_EXP}/config.yaml" and f"{LM_EXP}/config.yaml" in names
+    assert f"{LM_EXP}/perplexity_test/ppl" in names
     card = (work / "exp" / f"hf_asr_{ASR_TAG}" / "README.md").read_text()
     assert card.startswith("---\ntags:\n- espnet\n") and "import espnet_ssm" in card
     assert "### WER" in card and "encoder: mh_ssm" in card
@@ -223,22 +275,27 @@ def test_packed_model_decodes_in_fresh_process(recipe, tmp_path):
     work, _ = recipe
     zip_path = next((work / EXP).glob("*.zip"))
     utt, wav = sorted(datadir.read_table(work / "dump/raw/test_synth/wav.scp").items())[0]
+    decode = yaml.safe_load((work / DECODE_CONFIG).read_text())
     code = f"""
 import json, sys, soundfile
 import espnet_ssm  # registers the encoders
 from espnet2.bin.asr_inference import Speech2Text
 from espnet2.main_funcs.pack_funcs import unpack
 files = unpack({str(zip_path)!r}, {str(tmp_path / 'unpacked')!r})
-s2t = Speech2Text(**files, ctc_weight=1.0, beam_size=1, lm_weight=0.0)
+assert "lm_file" in files and "lm_train_config" in files, files
+s2t = Speech2Text(**files, **{decode!r})
 speech, fs = soundfile.read({wav!r})
 text, tokens, *_ = s2t(speech)[0]
-print(json.dumps({{"text": text, "encoder": type(s2t.asr_model.encoder).__name__}}))
+print(json.dumps({{"text": text, "encoder": type(s2t.asr_model.encoder).__name__,
+                  "scorers": sorted(s2t.beam_search.full_scorers) + sorted(s2t.beam_search.part_scorers),
+                  "lm_weight": s2t.beam_search.weights.get("lm")}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["encoder"] == "MHSSMEncoder"
+    assert "lm" in got["scorers"] and got["lm_weight"] == decode["lm_weight"] > 0  # the packed LM is used
     hyp = datadir.read_table(work / EXP / INFERENCE_TAG / "test_synth" / "text", allow_empty_value=True)[utt]
     assert got["text"].split() == hyp.split()  # same model and search as stage 12
 
@@ -280,3 +337,17 @@ def test_failed_parallel_job_names_its_log(recipe):
     assert "dump/raw/broken_set/logs/format_wav.2.log" in proc.stderr
     assert "dump/raw/broken_set/logs/format_wav.1.log" not in proc.stderr
     assert last in (work / "dump/raw/broken_set/logs/format_wav.2.log").read_text()
+
+
+def test_lm_bad_input_errors(recipe):
+    """--use_ngram true is refused with the reason; a missing LM text or LM is named."""
+    work, _ = recipe
+    proc = sh(work, run_args(9, 9, "--use_ngram", "true"), check=False)
+    assert proc.returncode != 0 and "KenLM" in proc.stdout and "--use_ngram" in proc.stdout
+    assert "KenLM" in sh(work, ["./asr.sh", "--help"]).stdout
+    args = run_args(4, 4)
+    args[args.index("--lm_train_text") + 1] = "data/train_synth/text data/local/no_such_text"
+    proc = sh(work, args, check=False)
+    assert proc.returncode != 0 and "data/local/no_such_text" in proc.stdout and "--lm_train_text" in proc.stdout
+    proc = sh(work, run_args(12, 12, "--inference_lm", "no_such_lm.pth"), check=False)
+    assert proc.returncode != 0 and f"{LM_EXP}/no_such_lm.pth not found" in proc.stdout

@@ -57,8 +57,9 @@ def time_table(stage_times: Path) -> List[str]:
 
 
 def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5,
-           stage_times: Optional[Path] = None) -> str:
-    """The closing report; ``stage_times`` adds a wall-time table (see :func:`time_table`)."""
+           stage_times: Optional[Path] = None, decode_config: Optional[Path] = None) -> str:
+    """The closing report; ``stage_times`` adds a wall-time table (see :func:`time_table`);
+    ``decode_config`` gives the search settings of the Speech2Text example (default: greedy CTC)."""
     results = asr_exp / "RESULTS.md"
     if not results.is_file():
         raise FileNotFoundError(f"{results} not found: did stage 13 run?")
@@ -96,11 +97,23 @@ def report(asr_exp: Path, data_feats: Path, elapsed: float, n: int = 5,
             "  import soundfile, espnet_ssm  # espnet_ssm first: it registers the encoder",
             "  from espnet2.bin.asr_inference import Speech2Text",
             "  from espnet2.main_funcs.pack_funcs import unpack",
-            f"  s2t = Speech2Text(**unpack('{zips[0]}', 'unpacked'), ctc_weight=1.0, beam_size=1)",
+            f"  s2t = Speech2Text(**unpack('{zips[0]}', 'unpacked'), {search_settings(decode_config)})",
             "  print(s2t(soundfile.read('my.wav')[0])[0][0])",
         ]
     out.append("=" * 78)
     return "\n".join(out) + "\n"
+
+
+def search_settings(decode_config: Optional[Path]) -> str:
+    """'ctc_weight=1.0, beam_size=10, ...' from a decoding config (the packed zip may hold an LM,
+    which Speech2Text would otherwise weigh with its default lm_weight)."""
+    if decode_config is None:
+        return "ctc_weight=1.0, beam_size=1"
+    import yaml
+
+    conf = yaml.safe_load(decode_config.read_text()) or {}
+    keys = ("ctc_weight", "beam_size", "lm_weight", "penalty")
+    return ", ".join(f"{k}={conf[k]}" for k in keys if k in conf)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -111,9 +124,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--n_examples", type=int, default=5)
     p.add_argument("--stage_times", type=Path, default=None,
                    help="file of '<step>\\t<seconds>' lines to show as a wall-time table")
+    p.add_argument("--decode_config", type=Path, default=None, help="the decoding config (search settings)")
     args = p.parse_args(argv)
     try:
-        sys.stdout.write(report(args.asr_exp, args.data_feats, args.elapsed, args.n_examples, args.stage_times))
+        sys.stdout.write(report(args.asr_exp, args.data_feats, args.elapsed, args.n_examples, args.stage_times,
+                                args.decode_config))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"summary: {e}")
 

@@ -48,15 +48,22 @@ oov="<unk>"         # Out of vocabulary symbol.
 blank="<blank>"     # CTC blank symbol.
 sos_eos="<sos/eos>" # sos and eos symbol.
 bpe_input_sentence_size=100000000 # Size of input sentence for BPE.
-bpe_train_text=     # Text file path of bpe training set.
 bpe_char_cover=1.0  # Character coverage when modeling BPE.
 nlsyms_txt=none     # Non-linguistic symbol list if existing.
 cleaner=none        # Text cleaner.
 g2p=none            # g2p method (needed if token_type=phn).
 lang=noinfo         # The language type of corpus.
 
-# Language model related (stages 6-9 are not built in this recipe)
-use_lm=false
+# Language model related
+use_lm=true       # Use language model for ASR decoding.
+lm_tag=           # Suffix to the result dir for language model training.
+lm_exp=           # Specify the directory path for LM experiment.
+lm_stats_dir=     # Specify the directory path for LM statistics.
+lm_config=        # Config for language model training.
+lm_args=          # Arguments for language model training, e.g., "--max_epoch 10".
+num_splits_lm=1   # Number of splitting for lm corpus.
+use_ngram=false   # N-gram LM (stage 9): needs KenLM, which this recipe does not provide.
+lm_fold_length=150 # fold_length for LM training.
 
 # ASR model related
 asr_task=asr           # ASR task mode (only asr).
@@ -74,6 +81,7 @@ inference_tag=    # Suffix to the result dir for decoding.
 inference_config= # Config for decoding.
 inference_args=   # Arguments for decoding, e.g., "--lm_weight 0.1".
 inference_asr_model=valid.acc.ave.pth # ASR model path for decoding.
+inference_lm=valid.loss.ave.pth       # Language model path for decoding.
 
 # Upload related
 hf_repo= # Hugging Face repository (<user>/<name>) to upload the packed model to in stage 15.
@@ -82,6 +90,10 @@ hf_repo= # Hugging Face repository (<user>/<name>) to upload the packed model to
 train_set=     # Name of training set.
 valid_set=     # Name of validation set used for monitoring/tuning network training.
 test_sets=     # Names of test sets. Multiple items (e.g., both dev and eval sets) can be specified.
+bpe_train_text= # Text file path of bpe training set.
+lm_train_text=  # Text file path of language model training set.
+lm_dev_text=    # Text file path of language model development set.
+lm_test_text=   # Text file path of language model evaluation set.
 
 help_message=$(cat << EOF
 Usage: $0 --train_set "<train_set_name>" --valid_set "<valid_set_name>" --test_sets "<test_set_names>"
@@ -90,14 +102,20 @@ Stages (run a range with --stage N --stop_stage M, skip some with --skip_stages 
    1  Data preparation: local/data.sh \${local_data_opts} -> data/<set>/ (Kaldi style)
    2  Speed perturbation (only with --speed_perturb_factors) -> data/<train_set>_sp/
    3  Audio dump at --fs with utt2num_samples -> ${dumpdir}/raw/{org/}<set>/
-   4  Remove short/long utterances and empty transcripts (train/valid) -> ${dumpdir}/raw/<set>/
+   4  Remove short/long utterances and empty transcripts (train/valid) -> ${dumpdir}/raw/<set>/;
+      LM training text (ids kept) -> ${dumpdir}/raw/lm_train.txt
    5  Token list: bpe (sentencepiece ${bpemode}), char or word -> data/<lang>_token_list/
-   6-9 Language model stages: not built in this recipe (decoding runs without LM).
+   6  LM statistics collection (only with --use_lm true) -> ${expdir}/lm_stats_*/
+   7  LM training on ${dumpdir}/raw/lm_train.txt (written in stage 4 from --lm_train_text) -> ${expdir}/lm_<tag>/
+   8  LM perplexity of --lm_test_text -> ${expdir}/lm_<tag>/perplexity_test/ppl
+   9  N-gram LM (--use_ngram true): not available (KenLM is not provided); fails with a message
   10  ASR statistics collection -> ${expdir}/asr_stats_*/
   11  ASR training (resumable with --resume true; ESPnet's launcher when --ngpu > 1) -> ${expdir}/asr_<tag>/
-  12  Decoding in --inference_nj parallel jobs, real-time factor -> ${expdir}/asr_<tag>/<inference_tag>/<set>/
+  12  Decoding in --inference_nj parallel jobs (with the LM when --use_lm true), real-time factor
+      -> ${expdir}/asr_<tag>/<inference_tag>/<set>/
   13  Scoring: sclite-style score_{cer,wer,ter}/result.txt, ${expdir}/asr_<tag>/RESULTS.md
-  14  Packing -> ${expdir}/asr_<tag>/asr_<tag>_<model>.zip (loadable by ESPnet's Speech2Text after import espnet_ssm)
+  14  Packing (with the LM when --use_lm true) -> ${expdir}/asr_<tag>/asr_<tag>_<model>.zip
+      (loadable by ESPnet's Speech2Text after import espnet_ssm)
   15  Model card README.md in ${expdir}/hf_<name>/; upload to Hugging Face only when --hf_repo is given
 
 Options:
@@ -106,7 +124,7 @@ Options:
     --stop_stage     # Processes is stopped at the specified stage (default="${stop_stage}").
     --skip_stages    # Stages to skip, e.g. "2 4" (default="${skip_stages}").
     --skip_data_prep # Skip data preparation stages 1-5 (default="${skip_data_prep}").
-    --skip_train     # Skip training stages 2-5, 10-11 (default="${skip_train}").
+    --skip_train     # Skip training stages 2-11 (default="${skip_train}").
     --skip_eval      # Skip decoding and evaluation stages 12-13 (default="${skip_eval}").
     --skip_packing   # Skip the packing stage 14 (default="${skip_packing}").
     --skip_upload_hf # Skip the model card / upload stage 15 (default="${skip_upload_hf}").
@@ -140,7 +158,6 @@ Options:
     --blank                   # CTC blank symbol (default="${blank}").
     --sos_eos                 # sos and eos symbole (default="${sos_eos}").
     --bpe_input_sentence_size # Size of input sentence for BPE (default="${bpe_input_sentence_size}").
-    --bpe_train_text          # Text file path of bpe training set (default: the training set's text).
     --bpe_char_cover          # Character coverage when modeling BPE (default="${bpe_char_cover}").
     --nlsyms_txt              # Non-linguistic symbol list if existing (default="${nlsyms_txt}").
     --cleaner                 # Text cleaner (default="${cleaner}").
@@ -148,7 +165,19 @@ Options:
     --lang                    # The language type of corpus (default=${lang}).
 
     # Language model related
-    --use_lm # Only false: LM stages 6-9 are not built (default="${use_lm}").
+    --use_lm          # Use language model for ASR decoding (default="${use_lm}").
+    --lm_tag          # Suffix to the result dir for language model training (default="${lm_tag}").
+    --lm_exp          # Specify the directory path for LM experiment.
+                      # If this option is specified, lm_tag is ignored (default="${lm_exp}").
+    --lm_stats_dir    # Specify the directory path for LM statistics (default="${lm_stats_dir}").
+    --lm_config       # Config for language model training (default="${lm_config}").
+    --lm_args         # Arguments for language model training (default="${lm_args}").
+                      # e.g., --lm_args "--max_epoch 10"
+                      # Note that it will overwrite args in lm config.
+    --num_splits_lm   # Number of splitting for lm corpus (default="${num_splits_lm}").
+    --use_ngram       # N-gram LM (stage 9). Not available: it needs KenLM (lmplz, build_binary),
+                      # which this recipe does not provide; true is an error (default="${use_ngram}").
+    --lm_fold_length  # fold_length for LM training (default="${lm_fold_length}").
 
     # ASR model related
     --asr_task             # ASR task mode (only asr, default="${asr_task}").
@@ -168,6 +197,7 @@ Options:
     --inference_args      # Arguments for decoding (default="${inference_args}").
                           # e.g., --inference_args "--beam_size 10"
     --inference_asr_model # ASR model path for decoding (default="${inference_asr_model}").
+    --inference_lm        # Language model path for decoding (default="${inference_lm}").
 
     # Upload related
     --hf_repo # Hugging Face repository to upload to in stage 15 (default="${hf_repo}").
@@ -176,6 +206,11 @@ Options:
     --train_set # Name of training set (required).
     --valid_set # Name of validation set used for monitoring/tuning network training (required).
     --test_sets # Names of test sets (required).
+    --bpe_train_text # Text file path of bpe training set (default: the training set's text).
+    --lm_train_text  # Text file path(s) of language model training set, separated by spaces
+                     # (default: the training set's text). Written to ${dumpdir}/raw/lm_train.txt in stage 4.
+    --lm_dev_text    # Text file path of language model development set (default: the valid set's text).
+    --lm_test_text   # Text file path of language model evaluation set (default: the first test set's text).
 EOF
 )
 
@@ -212,8 +247,8 @@ if [ "${feats_type}" != raw ]; then
     log "Error: --feats_type ${feats_type} is not supported by this recipe (only raw)"
     exit 2
 fi
-if "${use_lm}"; then
-    log "Error: the language model stages 6-9 are not built in this recipe; use --use_lm false"
+if "${use_ngram}"; then
+    log "Error: --use_ngram true needs KenLM (lmplz, build_binary), which this recipe does not provide: stage 9 is not available; use --use_ngram false (the neural LM of stages 6-8 is --use_lm true)"
     exit 2
 fi
 if [ "${asr_task}" != asr ]; then
@@ -224,10 +259,11 @@ data_feats=${dumpdir}/raw
 
 # Stages skipped by the --skip_* flags
 if "${skip_data_prep}"; then skip_stages+=" 1 2 3 4 5"; fi
-if "${skip_train}"; then skip_stages+=" 2 3 4 5 10 11"; fi
+if "${skip_train}"; then skip_stages+=" 2 3 4 5 6 7 8 9 10 11"; fi
 if "${skip_eval}"; then skip_stages+=" 12 13"; fi
 if "${skip_packing}"; then skip_stages+=" 14"; fi
 if "${skip_upload_hf}"; then skip_stages+=" 15"; fi
+if ! "${use_lm}"; then skip_stages+=" 6 7 8"; fi
 run_stage() { # run_stage N: whether stage N is in [stage, stop_stage] and not skipped
     [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]
 }
@@ -302,6 +338,41 @@ if [ -z "${asr_exp}" ]; then
     asr_exp="${expdir}/asr_${asr_tag}"
 fi
 
+# The LM uses the ASR token list (ESPnet's default: the same token type as the ASR model).
+lm_token_type="${token_type}"
+lm_token_list="${token_list}"
+if [ -z "${lm_tag}" ]; then
+    if [ -n "${lm_config}" ]; then
+        lm_tag="$(basename "${lm_config}" .yaml)"
+    else
+        lm_tag="train"
+    fi
+    if [ "${lang}" != noinfo ]; then
+        lm_tag+="_${lang}_${lm_token_type}"
+    else
+        lm_tag+="_${lm_token_type}"
+    fi
+    if [ "${lm_token_type}" = bpe ]; then
+        lm_tag+="${nbpe}"
+    fi
+    if [ -n "${lm_args}" ]; then
+        lm_tag+="$(echo "${lm_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")"
+    fi
+fi
+if [ -z "${lm_stats_dir}" ]; then
+    if [ "${lang}" != noinfo ]; then
+        lm_stats_dir="${expdir}/lm_stats_${lang}_${lm_token_type}"
+    else
+        lm_stats_dir="${expdir}/lm_stats_${lm_token_type}"
+    fi
+    if [ "${lm_token_type}" = bpe ]; then
+        lm_stats_dir+="${nbpe}"
+    fi
+fi
+if [ -z "${lm_exp}" ]; then
+    lm_exp="${expdir}/lm_${lm_tag}"
+fi
+
 if [ -z "${inference_tag}" ]; then
     if [ -n "${inference_config}" ]; then
         inference_tag="$(basename "${inference_config}" .yaml)"
@@ -311,6 +382,9 @@ if [ -z "${inference_tag}" ]; then
     # Add overwritten arg's info
     if [ -n "${inference_args}" ]; then
         inference_tag+="$(echo "${inference_args}" | sed -e "s/--/\_/g" -e "s/[ |=]//g")"
+    fi
+    if "${use_lm}"; then
+        inference_tag+="_lm_$(basename "${lm_exp}")_$(echo "${inference_lm}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
     fi
     inference_tag+="_asr_model_$(echo "${inference_asr_model}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
 fi
@@ -346,6 +420,11 @@ if [ -n "${speed_perturb_factors}" ]; then
     train_set="${train_set}_sp"
 fi
 
+# Use the same text as ASR for LM training if not specified.
+[ -z "${lm_train_text}" ] && lm_train_text="${data_feats}/${train_set}/text"
+[ -z "${lm_dev_text}" ] && lm_dev_text="${data_feats}/${valid_set}/text"
+[ -z "${lm_test_text}" ] && lm_test_text="${data_feats}/${test_sets%% *}/text"
+
 if run_stage 3; then
     log "Stage 3: Format wav.scp: data/ -> ${data_feats}"
     for dset in "${train_set}" "${valid_set}" ${test_sets}; do
@@ -378,10 +457,31 @@ fi
 
 if run_stage 4; then
     log "Stage 4: Remove long/short data: ${data_feats}/org -> ${data_feats}"
+    if "${use_lm}"; then
+        for f in ${lm_train_text}; do
+            if [ ! -f "${f}" ]; then
+                log "Error: LM training text ${f} (from --lm_train_text) not found"
+                exit 1
+            fi
+        done
+    fi
     for dset in "${train_set}" "${valid_set}"; do
         ${helper} filter_data --fs "${fs}" --min_wav_duration "${min_wav_duration}" \
             --max_wav_duration "${max_wav_duration}" "${data_feats}/org/${dset}" "${data_feats}/${dset}"
     done
+    if "${use_lm}"; then
+        log "LM training text: ${lm_train_text} -> ${data_feats}/lm_train.txt"
+        # Kaldi text lines with their ids (the LM trainer reads "<id> <text>"). As in ESPnet, ids
+        # get the part of the file name before "text" (none for files named text) as a suffix,
+        # and lines with no text are dropped.
+        for f in ${lm_train_text}; do
+            _suffix=$(basename "${f}")
+            _suffix=${_suffix/text/}
+            awk -v suffix="${_suffix}" 'NF > 1 { $1 = $1 suffix; print }' "${f}"
+        done > "${data_feats}/lm_train.txt.tmp"
+        mv "${data_feats}/lm_train.txt.tmp" "${data_feats}/lm_train.txt"
+        log "LM training text: $(<"${data_feats}/lm_train.txt" wc -l) sentences"
+    fi
 fi
 
 if [ -z "${bpe_train_text}" ]; then
@@ -415,9 +515,142 @@ fi
 
 # ========================== Data preparation is done here. ==========================
 
-if run_stage 6 || run_stage 7 || run_stage 8 || run_stage 9; then
-    log "Stages 6-9: language model stages are not built in this recipe; skipped"
+# ========================== Language model (stages 6-9) ==========================
+
+# lm_check_file <file> <what>: stop with a message naming a missing LM input.
+lm_check_file() {
+    if [ ! -f "$1" ]; then
+        log "Error: $1 not found ($2)"
+        exit 1
+    fi
+}
+# The options stages 6 and 7 share (and ESPnet's asr.sh passes to lm_train).
+_lm_common_opts="--use_preprocessor true --bpemodel ${bpemodel} --token_type ${lm_token_type}"
+_lm_common_opts+=" --token_list ${lm_token_list} --non_linguistic_symbols ${nlsyms_txt}"
+_lm_common_opts+=" --cleaner ${cleaner} --g2p ${g2p}"
+if [ -n "${lm_config}" ]; then
+    _lm_common_opts+=" --config ${lm_config}"
 fi
+
+if run_stage 6; then
+    log "Stage 6: LM collect stats: train_set=${data_feats}/lm_train.txt, dev_set=${lm_dev_text}"
+    lm_check_file "${data_feats}/lm_train.txt" "written by stage 4 from --lm_train_text"
+    lm_check_file "${lm_dev_text}" "--lm_dev_text"
+    lm_check_file "${lm_token_list}" "the token list of stage 5"
+    if [ -n "${lm_config}" ]; then lm_check_file "${lm_config}" "--lm_config"; fi
+    _logdir="${lm_stats_dir}/logdir"
+    rm -rf "${_logdir}"
+    mkdir -p "${_logdir}"
+    _nj=$(min "${nj}" "$(<"${data_feats}/lm_train.txt" wc -l)" "$(<"${lm_dev_text}" wc -l)")
+    ${helper} datadir split "${data_feats}/lm_train.txt" "${_nj}" "${_logdir}/train.JOB.scp"
+    ${helper} datadir split "${lm_dev_text}" "${_nj}" "${_logdir}/dev.JOB.scp"
+    echo "${run_args} --stage 6 \"\$@\"; exit \$?" > "${_logdir}/run.sh"
+    chmod +x "${_logdir}/run.sh"
+    log "Generate '${lm_stats_dir}/run.sh'. You can resume the process from stage 6 using this script"
+    cp "${_logdir}/run.sh" "${lm_stats_dir}/run.sh"
+    log "LM collect-stats started... log: '${_logdir}/stats.*.log'"
+    # shellcheck disable=SC2086
+    ${train_cmd} JOB=1:"${_nj}" "${_logdir}"/stats.JOB.log \
+        ${python} -m espnet_ssm.bin.lm_train \
+            --collect_stats true \
+            ${_lm_common_opts} \
+            --train_data_path_and_name_and_type "${data_feats}/lm_train.txt,text,text" \
+            --valid_data_path_and_name_and_type "${lm_dev_text},text,text" \
+            --train_shape_file "${_logdir}/train.JOB.scp" \
+            --valid_shape_file "${_logdir}/dev.JOB.scp" \
+            --output_dir "${_logdir}/stats.JOB" \
+            ${lm_args}
+    _input_dirs=""
+    for i in $(seq "${_nj}"); do
+        _input_dirs+=" --input_dir ${_logdir}/stats.${i}"
+    done
+    # shellcheck disable=SC2086
+    ${python} -m espnet_ssm.bin.aggregate_stats_dirs ${_input_dirs} --output_dir "${lm_stats_dir}"
+    # Append the num-tokens at the last dimensions. This is used for batch-bins count
+    for _set in train valid; do
+        <"${lm_stats_dir}/${_set}/text_shape" \
+            awk -v N="$(<"${lm_token_list}" wc -l)" '{ print $0 "," N }' \
+            >"${lm_stats_dir}/${_set}/text_shape.${lm_token_type}"
+    done
+fi
+
+if run_stage 7; then
+    log "Stage 7: LM Training: train_set=${data_feats}/lm_train.txt, dev_set=${lm_dev_text}"
+    lm_check_file "${lm_stats_dir}/train/text_shape.${lm_token_type}" "written by stage 6"
+    lm_check_file "${lm_dev_text}" "--lm_dev_text"
+    _opts="${_lm_common_opts}"
+    if [ "${num_splits_lm}" -gt 1 ]; then
+        # Each epoch reads one split of the text: for LM texts too large to hold in memory.
+        _split_dir="${lm_stats_dir}/splits${num_splits_lm}"
+        if [ ! -f "${_split_dir}/.done" ]; then
+            ${python} -m espnet_ssm.bin.split_scps \
+                --scps "${data_feats}/lm_train.txt" "${lm_stats_dir}/train/text_shape.${lm_token_type}" \
+                --num_splits "${num_splits_lm}" \
+                --output_dir "${_split_dir}"
+            touch "${_split_dir}/.done"
+        else
+            log "${_split_dir}/.done exists. Spliting is skipped"
+        fi
+        _opts+=" --train_data_path_and_name_and_type ${_split_dir}/lm_train.txt,text,text"
+        _opts+=" --train_shape_file ${_split_dir}/text_shape.${lm_token_type}"
+        _opts+=" --multiple_iterator true"
+    else
+        _opts+=" --train_data_path_and_name_and_type ${data_feats}/lm_train.txt,text,text"
+        _opts+=" --train_shape_file ${lm_stats_dir}/train/text_shape.${lm_token_type}"
+    fi
+    _opts+=" --valid_data_path_and_name_and_type ${lm_dev_text},text,text"
+    _opts+=" --valid_shape_file ${lm_stats_dir}/valid/text_shape.${lm_token_type}"
+    _opts+=" --fold_length ${lm_fold_length} --resume true --output_dir ${lm_exp}"
+
+    mkdir -p "${lm_exp}"
+    echo "${run_args} --stage 7 \"\$@\"; exit \$?" > "${lm_exp}/run.sh"
+    chmod +x "${lm_exp}/run.sh"
+    log "Generate '${lm_exp}/run.sh'. You can resume the process from stage 7 using this script"
+    log "LM training started... log: '${lm_exp}/train.log'"
+    jobname="$(basename "${lm_exp}")"
+    if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
+        # shellcheck disable=SC2086
+        ${python} -m espnet_ssm.bin.launch \
+            --cmd "${cuda_cmd} --name ${jobname}" \
+            --log "${lm_exp}"/train.log \
+            --ngpu "${ngpu}" \
+            --num_nodes "${num_nodes}" \
+            --init_file_prefix "${lm_exp}"/.dist_init_ \
+            --multiprocessing_distributed true -- \
+            ${python} -m espnet_ssm.bin.lm_train ${_opts} ${lm_args} &
+    else
+        scripts/utils/rotate_log.sh "${lm_exp}/train.log"
+        # shellcheck disable=SC2086
+        ${cuda_cmd} --gpu "${ngpu}" --name "${jobname}" "${lm_exp}"/train.log \
+            ${python} -m espnet_ssm.bin.lm_train ${_opts} ${lm_args} --ngpu "${ngpu}" &
+    fi
+    _train_pid=$!
+    tail --pid="${_train_pid}" -s 1 -n +1 -F "${lm_exp}/train.log" 2>/dev/null \
+        | ${helper} progress &
+    wait "${_train_pid}"
+    wait
+fi
+
+if run_stage 8; then
+    log "Stage 8: Calc perplexity: ${lm_test_text}"
+    lm_check_file "${lm_test_text}" "--lm_test_text"
+    lm_check_file "${lm_exp}/${inference_lm}" "--inference_lm; trained in stage 7"
+    mkdir -p "${lm_exp}/perplexity_test"
+    log "Perplexity calculation started... log: '${lm_exp}/perplexity_test/lm_calc_perplexity.log'"
+    ${cuda_cmd} --gpu "${ngpu}" "${lm_exp}"/perplexity_test/lm_calc_perplexity.log \
+        ${python} -m espnet_ssm.bin.lm_calc_perplexity \
+            --ngpu "${ngpu}" \
+            --data_path_and_name_and_type "${lm_test_text},text,text" \
+            --train_config "${lm_exp}"/config.yaml \
+            --model_file "${lm_exp}/${inference_lm}" \
+            --output_dir "${lm_exp}/perplexity_test"
+    log "PPL: ${lm_test_text}: $(cat "${lm_exp}/perplexity_test/ppl")"
+fi
+
+if ! "${use_lm}" && { [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 6 ]; }; then
+    log "Skip stages 6-8: --use_lm false"
+fi
+# Stage 9 (n-gram LM) only runs with --use_ngram true, which stops with an error above.
 
 # Options shared by statistics collection (stage 10) and training (stage 11)
 _asr_train_dir="${data_feats}/${train_set}"
@@ -538,6 +771,11 @@ if run_stage 12; then
     if [ -n "${inference_config}" ]; then
         _opts+="--config ${inference_config} "
     fi
+    if "${use_lm}"; then
+        lm_check_file "${lm_exp}/${inference_lm}" "the LM for decoding (--inference_lm; trained in stage 7); or use --use_lm false"
+        _opts+="--lm_train_config ${lm_exp}/config.yaml "
+        _opts+="--lm_file ${lm_exp}/${inference_lm} "
+    fi
     if [ ! -f "${asr_exp}/${inference_asr_model}" ]; then
         log "Error: ${asr_exp}/${inference_asr_model} not found (see --inference_asr_model; trained models: $(cd "${asr_exp}" && ls -- *.pth 2>/dev/null | tr '\n' ' '))"
         exit 1
@@ -592,7 +830,15 @@ if run_stage 13; then
             --cleaner "${cleaner}" --nlsyms_txt "${nlsyms_txt}"
     done
     # Show results in Markdown syntax
-    scripts/utils/show_asr_result.sh "${asr_exp}" > "${asr_exp}"/RESULTS.md
+    _opts=
+    if [ -n "${asr_config}" ]; then
+        _opts+="--asr_config ${asr_config} "
+    fi
+    if "${use_lm}"; then
+        _opts+="--lm_config ${lm_config:-${lm_exp}/config.yaml} "
+    fi
+    # shellcheck disable=SC2086
+    scripts/utils/show_asr_result.sh ${_opts} "${asr_exp}" > "${asr_exp}"/RESULTS.md
     cat "${asr_exp}"/RESULTS.md
 fi
 
@@ -608,6 +854,16 @@ if run_stage 14; then
     fi
     if [ "${nlsyms_txt}" != none ]; then
         _opts+="--option ${nlsyms_txt} "
+    fi
+    if "${use_lm}"; then
+        _opts+="--lm_train_config ${lm_exp}/config.yaml "
+        _opts+="--lm_file ${lm_exp}/${inference_lm} "
+        if [ -f "${lm_exp}/perplexity_test/ppl" ]; then
+            _opts+="--option ${lm_exp}/perplexity_test/ppl "
+        fi
+        if [ -d "${lm_exp}/images" ]; then
+            _opts+="--option ${lm_exp}/images "
+        fi
     fi
     if [ -d "${asr_exp}/images" ]; then
         _opts+="--option ${asr_exp}/images "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo: this recipe's stages 1-14, unchanged, on a small synthetic corpus in LibriSpeech's
-# own layout (espeak-ng voices; the test voices do not occur in training), with a small
-# espnet-ssm encoder on the CPU. Ends with the wall time of each step, the error-rate tables,
-# example transcripts and where the packed model and the training curves are.
+# own layout (espeak-ng voices; the test voices do not occur in training, plus an LM text like
+# openslr 11's), with a small espnet-ssm encoder and a character LSTM LM on the CPU. Ends with
+# the wall time of each step, the error-rate tables, example transcripts and where the packed
+# model and the training curves are.
 #
 #   cd egs2/librispeech/asr1 && ./demo.sh          (what `make demo` runs)
 set -e
@@ -15,11 +16,16 @@ SECONDS=0
 stage=1            # recipe stage to start from (the corpus is made first; a finished one is reused)
 stop_stage=14      # last recipe stage
 corpus_dir=demo_corpus # the corpus is written to <corpus_dir>/LibriSpeech/
-sizes="2400 100 200"   # utterances in the train, dev and test parts
+# 2100 training utterances and 20k LM sentences (rather than 2400 and 30k) make room for the LM
+# stages within the demo's 15 minutes.
+sizes="2100 100 200"   # utterances in the train, dev and test parts
+lm_text_sentences=20000 # sentences in the corpus' LM text (no dev/test sentence among them)
 seed=0
 nj=2
 asr_config=conf/demo/train_asr_demo_ssm_conformer.yaml
-inference_config=conf/demo/decode_asr_demo.yaml
+use_lm=true        # train the LM (stages 6-8) and decode with it
+lm_config=conf/demo/train_lm_demo.yaml
+inference_config=  # default: conf/demo/decode_asr_demo_lm.yaml, or decode_asr_demo.yaml (greedy CTC) without LM
 token_type=char
 nbpe=512           # units when --token_type bpe
 asr_args=
@@ -29,10 +35,14 @@ Usage: $0 [options]
   --stage / --stop_stage  # recipe stages to run (default: ${stage} / ${stop_stage}); the corpus is made first
   --corpus_dir            # where the synthetic LibriSpeech goes (default: ${corpus_dir})
   --sizes                 # utterances in train, dev, test (default: "${sizes}")
+  --lm_text_sentences     # sentences in the LM text (default: ${lm_text_sentences})
   --seed                  # corpus seed (default: ${seed})
   --nj                    # parallel jobs (default: ${nj})
   --asr_config            # training config (default: ${asr_config})
-  --inference_config      # decoding config (default: ${inference_config})
+  --use_lm                # LM stages 6-8 and decoding with the LM (default: ${use_lm})
+  --lm_config             # LM training config (default: ${lm_config})
+  --inference_config      # decoding config (default: conf/demo/decode_asr_demo_lm.yaml with the LM,
+                          # conf/demo/decode_asr_demo.yaml without)
   --token_type / --nbpe   # (default: ${token_type} / ${nbpe})
   --asr_args              # extra training options, e.g. "--max_epoch 2"
 EOF
@@ -45,6 +55,13 @@ fi
 . ./path.sh
 
 parts="train-synth dev-synth test-synth"
+if [ -z "${inference_config}" ]; then
+    if "${use_lm}"; then
+        inference_config=conf/demo/decode_asr_demo_lm.yaml
+    else
+        inference_config=conf/demo/decode_asr_demo.yaml
+    fi
+fi
 asr_tag="$(basename "${asr_config}" .yaml)_raw_en_${token_type}"
 if [ "${token_type}" = bpe ]; then
     asr_tag+="${nbpe}"
@@ -64,13 +81,13 @@ timed() {
 
 log "Synthesising the demo corpus (${sizes} utterances) in ${corpus_dir}/LibriSpeech"
 timed corpus python3 pyscripts/helper.py synth_corpus "${corpus_dir}" --parts ${parts} --sizes ${sizes} \
-    --seed "${seed}" --nj "${nj}"
+    --seed "${seed}" --nj "${nj}" --lm_text_sentences "${lm_text_sentences}"
 
 run_opts=(
     --ngpu 0
     --nj "${nj}"
     --inference_nj "${nj}"
-    --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth"
+    --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth --lm_text ${use_lm}"
     --train_set train_synth
     --valid_set dev_synth
     --test_sets test_synth
@@ -80,11 +97,18 @@ run_opts=(
     --asr_config "${asr_config}"
     --asr_args "${asr_args}"
     --asr_tag "${asr_tag}"
+    --use_lm "${use_lm}"
+    --lm_config "${lm_config}"
+    --lm_train_text "data/train_synth/text data/local/other_text/text"
     --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
 )
 # One run.sh call per stage (the same stages a single call would run) so that each is timed.
-for s in 1 2 3 4 5 10 11 12 13 14; do
+_stages="1 2 3 4 5 10 11 12 13 14"
+if "${use_lm}"; then
+    _stages="1 2 3 4 5 6 7 8 10 11 12 13 14"
+fi
+for s in ${_stages}; do
     if [ "${s}" -ge "${stage}" ] && [ "${s}" -le "${stop_stage}" ]; then
         timed "stage ${s}" ./run.sh --stage "${s}" --stop_stage "${s}" "${run_opts[@]}"
     fi
@@ -92,5 +116,5 @@ done
 
 if [ "${stop_stage}" -ge 13 ]; then
     python3 pyscripts/helper.py summary --asr_exp "${asr_exp}" --data_feats dump/raw --elapsed "${SECONDS}" \
-        --stage_times "${stage_times}"
+        --stage_times "${stage_times}" --decode_config "${inference_config}"
 fi

@@ -2,6 +2,7 @@
 # LibriSpeech 960 h with an espnet-ssm encoder: ESPnet's usual entry point.
 #   ./run.sh                         all stages (1 download/prep ... 14 pack)
 #   ./run.sh --stage 11 --ngpu 4     resume training; any asr.sh option can be given (see --help)
+#   ./run.sh --use_lm false --local_data_opts "--lm_text false"   no LM (and no LM text download)
 set -e
 set -u
 set -o pipefail
@@ -11,6 +12,7 @@ valid_set="dev"
 test_sets="test_clean test_other dev_clean dev_other"
 
 asr_config=conf/tuning/train_asr_ssm_conformer.yaml
+lm_config=conf/tuning/train_lm_transformer2.yaml
 inference_config=conf/decode_asr.yaml
 
 ./asr.sh \
@@ -22,7 +24,10 @@ inference_config=conf/decode_asr.yaml
     --max_wav_duration 30 \
     --speed_perturb_factors "0.9 1.0 1.1" \
     --asr_config "${asr_config}" \
+    --use_lm true \
+    --lm_config "${lm_config}" \
     --inference_config "${inference_config}" \
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
-    --test_sets "${test_sets}" "$@"
+    --test_sets "${test_sets}" \
+    --lm_train_text "data/${train_set}/text data/local/other_text/text" "$@"

@@ -8,6 +8,10 @@
 #     a transcript stops here with the list of offending files
 #  3. combine the training parts into data/<train_set> and the validation parts into
 #     data/<valid_set>
+#  4. LM text (only with --lm_text true): openslr 11's librispeech-lm-norm.txt.gz, taken from
+#     <librispeech_dir>/ (or <librispeech_dir>/LibriSpeech/) or downloaded (resumable, size and
+#     gzip checked), into data/local/other_text/text with ids librispeech_lng_<8 digits>; the
+#     recipe's --lm_train_text adds it to the training transcripts
 set -e
 set -u
 set -o pipefail
@@ -19,7 +23,7 @@ SECONDS=0
 . ./path.sh
 
 stage=1
-stop_stage=3
+stop_stage=4
 librispeech_dir="${LIBRISPEECH}"
 download=true
 url_base=https://www.openslr.org/resources/12
@@ -28,12 +32,14 @@ train_parts="train-clean-100 train-clean-360 train-other-500"
 train_set=train_960
 valid_parts="dev-clean dev-other"
 valid_set=dev
+lm_text=true
+lm_url_base=https://www.openslr.org/resources/11
 nj=4
 python=python3
 
 help_message=$(cat << EOF
 Usage: $0 [options]
-  --stage / --stop_stage  # 1 download, 2 data prep, 3 combine (default: ${stage} / ${stop_stage})
+  --stage / --stop_stage  # 1 download, 2 data prep, 3 combine, 4 LM text (default: ${stage} / ${stop_stage})
   --librispeech_dir       # directory holding LibriSpeech/<part>/ (default: \${LIBRISPEECH} from db.sh = ${librispeech_dir})
   --download              # download parts that are missing (default: ${download})
   --url_base              # openslr mirror (default: ${url_base})
@@ -42,6 +48,9 @@ Usage: $0 [options]
   --train_set             # (default: ${train_set})
   --valid_parts           # parts combined into data/<valid_set> (default: ${valid_parts})
   --valid_set             # (default: ${valid_set})
+  --lm_text               # stage 4: prepare LM text data/local/other_text/text (default: ${lm_text};
+                          # false when no LM is trained, e.g. with asr.sh --use_lm false)
+  --lm_url_base           # openslr mirror of the LM text (default: ${lm_url_base})
   --nj                    # threads for checking the flac files (default: ${nj})
 EOF
 )
@@ -90,6 +99,32 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
             ${helper} datadir combine "data/${_set}" ${_dirs}
         fi
     done
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && "${lm_text}"; then
+    log "Stage 4: LM text -> data/local/other_text/text"
+    _lm_gz=
+    for _f in "${librispeech_dir}/librispeech-lm-norm.txt.gz" "${librispeech_dir}/LibriSpeech/librispeech-lm-norm.txt.gz"; do
+        if [ -f "${_f}" ]; then _lm_gz=${_f}; break; fi
+    done
+    if [ -z "${_lm_gz}" ]; then
+        if "${download}"; then
+            ${helper} download "${librispeech_dir}" --lm_text --lm_url_base "${lm_url_base}"
+            _lm_gz="${librispeech_dir}/librispeech-lm-norm.txt.gz"
+        else
+            log "Error: ${librispeech_dir}/librispeech-lm-norm.txt.gz not found and --download false (or use --lm_text false)"
+            exit 1
+        fi
+    fi
+    _out=data/local/other_text/text
+    # Rebuilt only when the archive is newer: the real one has about 40 M lines.
+    if [ ! -s "${_out}" ] || [ "${_lm_gz}" -nt "${_out}" ]; then
+        mkdir -p "$(dirname "${_out}")"
+        # One utterance id per sentence, as ESPnet's recipe does, so the text is a Kaldi text file.
+        gzip -dc "${_lm_gz}" | awk '{ printf("librispeech_lng_%08d %s\n", NR, $0) }' > "${_out}.tmp"
+        mv "${_out}.tmp" "${_out}"
+    fi
+    log "LM text: ${_out} ($(<"${_out}" wc -l) sentences from ${_lm_gz})"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"
