@@ -168,6 +168,7 @@ def s4d_step(
     dB: torch.Tensor,
     C: torch.Tensor,
     D: Optional[torch.Tensor] = None,
+    check: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One recurrent step: x' = Ā x + B̄ u_t, y_t = Re(Σ_n C x') + D u_t.
 
@@ -177,32 +178,21 @@ def s4d_step(
         dA, dB: (H, N) from :func:`s4d_discretize`.
         C: (H, N).
         D: optional (H,) skip.
+        check: validate the shapes; per-frame loops over already checked inputs pass False
+            after the first frame (the checks cost about a quarter of a step).
 
     Returns:
         (y_t (batch, H), new_state (batch, H, N)).
     """
-    fn = "s4d_step"
-    check_tensor(fn, "dA", dA, (None, None), "(H, N)", complex_ok=True)
-    H, N = dA.shape
-    check_tensor(fn, "dB", dB, (H, N), "(H, N)", complex_ok=True)
-    check_tensor(fn, "C", C, (H, N), "(H, N)", complex_ok=True)
-    check_tensor(fn, "u_t", u_t, (None, H), "(batch, H)")
-    check_tensor(fn, "state", state, (u_t.shape[0], H, N), "(batch, H, N)", complex_ok=True)
-    check_optional(fn, "D", D, (H,), "(H,)")
-    return s4d_step_unchecked(state, u_t, dA, dB, C, D)
-
-
-def s4d_step_unchecked(
-    state: torch.Tensor,
-    u_t: torch.Tensor,
-    dA: torch.Tensor,
-    dB: torch.Tensor,
-    C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`s4d_step` without the argument checks, for per-frame loops over checked inputs
-    (streaming calls it once per frame and layer, where the checks would cost a quarter of the
-    step)."""
+    if check:
+        fn = "s4d_step"
+        check_tensor(fn, "dA", dA, (None, None), "(H, N)", complex_ok=True)
+        H, N = dA.shape
+        check_tensor(fn, "dB", dB, (H, N), "(H, N)", complex_ok=True)
+        check_tensor(fn, "C", C, (H, N), "(H, N)", complex_ok=True)
+        check_tensor(fn, "u_t", u_t, (None, H), "(batch, H)")
+        check_tensor(fn, "state", state, (u_t.shape[0], H, N), "(batch, H, N)", complex_ok=True)
+        check_optional(fn, "D", D, (H,), "(H,)")
     new_state = dA * state + dB * u_t[..., None]
     y = (C * new_state).sum(-1)
     y = y.real if y.is_complex() else y

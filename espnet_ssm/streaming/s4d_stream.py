@@ -25,7 +25,6 @@ import torch
 
 from espnet_ssm.layers.s4d import S4D
 from espnet_ssm.ops import s4d_discretize, s4d_step
-from espnet_ssm.ops.s4d_kernel import s4d_step_unchecked
 from espnet_ssm.streaming.conv_frames import depthwise_valid
 from espnet_ssm.streaming.weights_key import weights_key
 
@@ -94,7 +93,7 @@ class S4DStream:
             return x, state
         ys = []
         for t in range(x.size(1)):  # shapes checked on the first frame, the same after it
-            step = s4d_step if t == 0 else s4d_step_unchecked
-            y, state = step(state, x[:, t], self._dA, self._dB, self._C, self.D)
+            y, state = s4d_step(state, x[:, t], self._dA, self._dB, self._C, self.D,
+                                check=t == 0)
             ys.append(y)
         return torch.stack(ys, dim=1), state
