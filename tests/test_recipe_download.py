@@ -146,3 +146,17 @@ def test_download_lm_text_checks_the_gzip(tmp_path):
         assert not list((tmp_path / "dl2").iterdir())  # nothing half-checked is left behind
     finally:
         server.close()
+
+
+def test_download_lm_text_refuses_a_size_other_than_announced(tmp_path, monkeypatch):
+    good = gzip.compress(b"ONE SENTENCE\n" * 1000)
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / download.LM_TEXT).write_bytes(good)
+    monkeypatch.setattr(download, "remote_size", lambda url: len(good) - 1)
+    server = Server(tmp_path / "srv")
+    try:
+        with pytest.raises(DownloadError, match=f"got {len(good)} bytes, the server announced {len(good) - 1}"):
+            download.download_lm_text(tmp_path / "dl", server.url)
+        assert not list((tmp_path / "dl").iterdir())
+    finally:
+        server.close()

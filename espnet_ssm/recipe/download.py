@@ -193,9 +193,10 @@ def download_lm_text(dest_dir: Path, url_base: str = LM_URL_BASE) -> Path:
     logging.info("downloading %s (%.1f GB)", url, size / 1e9)
     tmp = dest_dir / (LM_TEXT + ".download")  # renamed only once checked
     fetch(url, tmp, size)
-    if tmp.stat().st_size != size:
+    got = tmp.stat().st_size
+    if got != size:
         tmp.unlink()
-        raise DownloadError(f"{url}: got {tmp.stat().st_size} bytes, the server announced {size}")
+        raise DownloadError(f"{url}: got {got} bytes, the server announced {size}")
     try:
         check_gzip(tmp)
     except DownloadError:

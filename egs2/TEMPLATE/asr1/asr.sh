@@ -515,6 +515,41 @@ fi
 
 # ========================== Data preparation is done here. ==========================
 
+# train_model <exp dir> <stage> <what> <entry module> <options...>: write <exp dir>/run.sh, which
+# resumes from <stage>, then train, through ESPnet's launcher (one process per GPU / node) when
+# --ngpu > 1 or --num_nodes > 1, else as one job; the trainer's epoch summaries are shown as it runs.
+train_model() {
+    local exp=$1 resume_stage=$2 what=$3 entry=$4
+    shift 4
+    mkdir -p "${exp}"
+    echo "${run_args} --stage ${resume_stage} \"\$@\"; exit \$?" > "${exp}/run.sh"
+    chmod +x "${exp}/run.sh"
+    log "Generate '${exp}/run.sh'. You can resume the process from stage ${resume_stage} using this script"
+    log "${what} training started... log: '${exp}/train.log'"
+    local jobname
+    jobname="$(basename "${exp}")"
+    if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
+        ${python} -m espnet_ssm.bin.launch \
+            --cmd "${cuda_cmd} --name ${jobname}" \
+            --log "${exp}"/train.log \
+            --ngpu "${ngpu}" \
+            --num_nodes "${num_nodes}" \
+            --init_file_prefix "${exp}"/.dist_init_ \
+            --multiprocessing_distributed true -- \
+            ${python} -m "${entry}" "$@" &
+    else
+        # One process: what the launcher would run, without its extra interpreter start.
+        scripts/utils/rotate_log.sh "${exp}/train.log"
+        ${cuda_cmd} --gpu "${ngpu}" --name "${jobname}" "${exp}"/train.log \
+            ${python} -m "${entry}" "$@" --ngpu "${ngpu}" &
+    fi
+    local pid=$!
+    # tail exits when training does
+    tail --pid="${pid}" -s 1 -n +1 -F "${exp}/train.log" 2>/dev/null | ${helper} progress &
+    wait "${pid}"
+    wait
+}
+
 # ========================== Language model (stages 6-9) ==========================
 
 # lm_check_file <file> <what>: stop with a message naming a missing LM input.
@@ -602,33 +637,8 @@ if run_stage 7; then
     _opts+=" --valid_shape_file ${lm_stats_dir}/valid/text_shape.${lm_token_type}"
     _opts+=" --fold_length ${lm_fold_length} --resume true --output_dir ${lm_exp}"
 
-    mkdir -p "${lm_exp}"
-    echo "${run_args} --stage 7 \"\$@\"; exit \$?" > "${lm_exp}/run.sh"
-    chmod +x "${lm_exp}/run.sh"
-    log "Generate '${lm_exp}/run.sh'. You can resume the process from stage 7 using this script"
-    log "LM training started... log: '${lm_exp}/train.log'"
-    jobname="$(basename "${lm_exp}")"
-    if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
-        # shellcheck disable=SC2086
-        ${python} -m espnet_ssm.bin.launch \
-            --cmd "${cuda_cmd} --name ${jobname}" \
-            --log "${lm_exp}"/train.log \
-            --ngpu "${ngpu}" \
-            --num_nodes "${num_nodes}" \
-            --init_file_prefix "${lm_exp}"/.dist_init_ \
-            --multiprocessing_distributed true -- \
-            ${python} -m espnet_ssm.bin.lm_train ${_opts} ${lm_args} &
-    else
-        scripts/utils/rotate_log.sh "${lm_exp}/train.log"
-        # shellcheck disable=SC2086
-        ${cuda_cmd} --gpu "${ngpu}" --name "${jobname}" "${lm_exp}"/train.log \
-            ${python} -m espnet_ssm.bin.lm_train ${_opts} ${lm_args} --ngpu "${ngpu}" &
-    fi
-    _train_pid=$!
-    tail --pid="${_train_pid}" -s 1 -n +1 -F "${lm_exp}/train.log" 2>/dev/null \
-        | ${helper} progress &
-    wait "${_train_pid}"
-    wait
+    # shellcheck disable=SC2086
+    train_model "${lm_exp}" 7 LM espnet_ssm.bin.lm_train ${_opts} ${lm_args}
 fi
 
 if run_stage 8; then
@@ -726,36 +736,8 @@ if run_stage 11; then
     _opts+=" --resume true --ignore_init_mismatch ${ignore_init_mismatch}"
     _opts+=" --fold_length 80000 --fold_length 150 --output_dir ${asr_exp}"
 
-    mkdir -p "${asr_exp}"
-    echo "${run_args} --stage 11 \"\$@\"; exit \$?" > "${asr_exp}/run.sh"
-    chmod +x "${asr_exp}/run.sh"
-    log "Generate '${asr_exp}/run.sh'. You can resume the process from stage 11 using this script"
-    log "ASR training started... log: '${asr_exp}/train.log'"
-    jobname="$(basename "${asr_exp}")"
-    if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
-        # Distributed training: ESPnet's launcher starts one process per GPU / node.
-        # shellcheck disable=SC2086
-        ${python} -m espnet_ssm.bin.launch \
-            --cmd "${cuda_cmd} --name ${jobname}" \
-            --log "${asr_exp}"/train.log \
-            --ngpu "${ngpu}" \
-            --num_nodes "${num_nodes}" \
-            --init_file_prefix "${asr_exp}"/.dist_init_ \
-            --multiprocessing_distributed true -- \
-            ${python} -m espnet_ssm.bin.asr_train ${_opts} ${asr_args} &
-    else
-        # One process: what the launcher would run, without its extra interpreter start.
-        scripts/utils/rotate_log.sh "${asr_exp}/train.log"
-        # shellcheck disable=SC2086
-        ${cuda_cmd} --gpu "${ngpu}" --name "${jobname}" "${asr_exp}"/train.log \
-            ${python} -m espnet_ssm.bin.asr_train ${_opts} ${asr_args} --ngpu "${ngpu}" &
-    fi
-    _train_pid=$!
-    # Show the trainer's epoch summaries while it runs; tail exits when training does.
-    tail --pid="${_train_pid}" -s 1 -n +1 -F "${asr_exp}/train.log" 2>/dev/null \
-        | ${helper} progress &
-    wait "${_train_pid}"
-    wait
+    # shellcheck disable=SC2086
+    train_model "${asr_exp}" 11 ASR espnet_ssm.bin.asr_train ${_opts} ${asr_args}
 fi
 
 if run_stage 12; then
