@@ -551,6 +551,8 @@ train_model() {
 }
 
 # ========================== Language model (stages 6-9) ==========================
+# ESPnet's own LM entry points: a language model needs nothing of espnet_ssm (whose import,
+# for the encoder registry, costs about 10 s per process).
 
 # lm_check_file <file> <what>: stop with a message naming a missing LM input.
 lm_check_file() {
@@ -586,7 +588,7 @@ if run_stage 6; then
     log "LM collect-stats started... log: '${_logdir}/stats.*.log'"
     # shellcheck disable=SC2086
     ${train_cmd} JOB=1:"${_nj}" "${_logdir}"/stats.JOB.log \
-        ${python} -m espnet_ssm.bin.lm_train \
+        ${python} -m espnet2.bin.lm_train \
             --collect_stats true \
             ${_lm_common_opts} \
             --train_data_path_and_name_and_type "${data_feats}/lm_train.txt,text,text" \
@@ -618,7 +620,7 @@ if run_stage 7; then
         # Each epoch reads one split of the text: for LM texts too large to hold in memory.
         _split_dir="${lm_stats_dir}/splits${num_splits_lm}"
         if [ ! -f "${_split_dir}/.done" ]; then
-            ${python} -m espnet_ssm.bin.split_scps \
+            ${python} -m espnet2.bin.split_scps \
                 --scps "${data_feats}/lm_train.txt" "${lm_stats_dir}/train/text_shape.${lm_token_type}" \
                 --num_splits "${num_splits_lm}" \
                 --output_dir "${_split_dir}"
@@ -638,7 +640,7 @@ if run_stage 7; then
     _opts+=" --fold_length ${lm_fold_length} --resume true --output_dir ${lm_exp}"
 
     # shellcheck disable=SC2086
-    train_model "${lm_exp}" 7 LM espnet_ssm.bin.lm_train ${_opts} ${lm_args}
+    train_model "${lm_exp}" 7 LM espnet2.bin.lm_train ${_opts} ${lm_args}
 fi
 
 if run_stage 8; then
@@ -648,7 +650,7 @@ if run_stage 8; then
     mkdir -p "${lm_exp}/perplexity_test"
     log "Perplexity calculation started... log: '${lm_exp}/perplexity_test/lm_calc_perplexity.log'"
     ${cuda_cmd} --gpu "${ngpu}" "${lm_exp}"/perplexity_test/lm_calc_perplexity.log \
-        ${python} -m espnet_ssm.bin.lm_calc_perplexity \
+        ${python} -m espnet2.bin.lm_calc_perplexity \
             --ngpu "${ngpu}" \
             --data_path_and_name_and_type "${lm_test_text},text,text" \
             --train_config "${lm_exp}"/config.yaml \

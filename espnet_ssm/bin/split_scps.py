@@ -1,9 +1,0 @@
-#!/usr/bin/env python3
-"""``espnet2.bin.split_scps`` (same options), run with espnet_ssm imported (see lm_train)."""
-import espnet_ssm  # noqa: F401  (registers our encoders)
-from espnet2.bin.split_scps import get_parser, main
-
-__all__ = ["get_parser", "main"]
-
-if __name__ == "__main__":
-    main()
