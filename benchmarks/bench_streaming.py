@@ -2,11 +2,13 @@
 """Streaming and long-form benchmarks (issue 6). Prints markdown tables.
 
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
+        [--weights float32 int8]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
 
 streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for the causal
-encoders on one CPU thread. Latency per chunk is the compute time of one call (the audio
+encoders on one CPU thread, with float32 weights and with int8 dynamic quantization
+(``quantize_asr_model``: Linear layers and pointwise convolutions). Latency per chunk is the compute time of one call (the audio
 itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
 right context).
 
@@ -25,6 +27,7 @@ synthetic (tones in noise).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -131,15 +134,16 @@ def bench_streaming(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     audio = synthetic_audio(args.seconds)
     print(f"\n### Streaming (CTC greedy, 1 CPU thread, {args.seconds:g} s of audio)\n")
-    print("| encoder | params | chunk | RTF | latency/chunk mean | p95 | max |")
-    print("|---|---|---|---|---|---|---|")
+    print("| encoder | params | weights | chunk | RTF | latency/chunk mean | p95 | max |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders or STREAMING:
             encoder, conf = ENCODERS[name]
             model = build_model(encoder, conf, Path(tmp) / encoder)
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            s2t = StreamingSpeech2Text(asr_model=model, token_type="word", beam_size=1)
-            for ms in args.chunks_ms:
+            for weights, ms in itertools.product(args.weights, args.chunks_ms):
+                s2t = StreamingSpeech2Text(asr_model=model, token_type="word", beam_size=1,
+                                           quantize_asr_model=weights == "int8")
                 chunk = FS * ms // 1000
                 s2t.recognize(audio[: FS * 2], chunk)  # warm-up
                 lat = []
@@ -150,7 +154,7 @@ def bench_streaming(args: argparse.Namespace) -> None:
                     s2t(audio[start : start + chunk], is_final=start + chunk >= n)
                     lat.append(1000 * (time.perf_counter() - c0))
                 rtf = (time.perf_counter() - t0) / args.seconds
-                print(f"| {name} | {params:.1f} M | {ms} ms | {rtf:.3f} | "
+                print(f"| {name} | {params:.1f} M | {weights} | {ms} ms | {rtf:.3f} | "
                       f"{sum(lat) / len(lat):.1f} ms | {percentile(lat, 0.95):.1f} ms | "
                       f"{max(lat):.1f} ms |", flush=True)
 
@@ -236,6 +240,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     s = sub.add_parser("streaming")
     s.add_argument("--seconds", type=float, default=30.0)
     s.add_argument("--chunks_ms", type=int, nargs="+", default=[160, 640])
+    s.add_argument("--weights", nargs="+", default=["float32", "int8"],
+                   choices=["float32", "int8"])
     s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
     lf = sub.add_parser("longform")
     lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])

@@ -67,8 +67,8 @@ def projected_distances(attn: RelPositionMultiHeadedAttention, pos_enc: RelPosit
     the distances asked, so that an unlimited context recomputes it only log-many times) and
     sliced per chunk: a bounded left context then costs nothing here.
     """
-    w = attn.linear_pos.weight
-    key = (weights_key([w]), like.dtype, like.device)
+    # a quantized projection has no parameters and never changes: its key is empty
+    key = (weights_key(attn.linear_pos.parameters()), like.dtype, like.device)
     hit = _POS_PROJ.get(attn)
     if hit is None or hit[0] != key or hit[1].size(1) <= max_distance:
         have = hit[1].size(1) if hit is not None and hit[0] == key else 0

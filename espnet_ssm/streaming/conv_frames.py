@@ -6,7 +6,8 @@ works channels first, which costs two transposes per call. Here:
 * :func:`pointwise`: a kernel-1 ``Conv1d`` with g groups maps each frame by a block-diagonal
   matrix :math:`W = \mathrm{diag}(W_1, .., W_g)`; one dense ``linear`` call (the zero blocks
   included) gives the same sums (the extra terms are exact zeros). The dense matrix is built
-  once per layer and rebuilt only when the weights change.
+  once per layer and rebuilt only when the weights change; a layer already replaced by its
+  :class:`~espnet_ssm.layers.pointwise.PointwiseLinear` (quantized models) is called as is.
 * :func:`depthwise_valid`: a depthwise convolution without padding,
   :math:`y_t = b + \sum_{i<k} w_i \odot h_{t+i}` (cross-correlation, as ``conv1d``), as one
   element-wise product and sum over a strided view of the k-frame windows.
@@ -19,6 +20,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise, pointwise_matrix
 from espnet_ssm.streaming.weights_key import weights_key
 
 _DENSE: "weakref.WeakKeyDictionary[torch.nn.Conv1d, Tuple[tuple, torch.Tensor]]" = (
@@ -27,23 +29,22 @@ _DENSE: "weakref.WeakKeyDictionary[torch.nn.Conv1d, Tuple[tuple, torch.Tensor]]"
 
 
 def dense_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
-    """(out, in) matrix of a kernel-1 ``Conv1d`` (block-diagonal when grouped)."""
-    if conv.kernel_size != (1,) or conv.stride != (1,) or conv.padding not in ((0,), "valid"):
-        raise ValueError(f"not a pointwise convolution: {conv}")
-    w = conv.weight
-    if conv.groups == 1:
-        return w[:, :, 0]
-    key = weights_key([w])
+    """(out, in) matrix of a kernel-1 ``Conv1d`` (block-diagonal when grouped), cached."""
+    if conv.groups == 1 and is_pointwise(conv):
+        return conv.weight[:, :, 0]
+    key = weights_key([conv.weight])
     hit = _DENSE.get(conv)
     if hit is None or hit[0] != key:
-        blocks = w[:, :, 0].detach().chunk(conv.groups, dim=0)  # (out/g, in/g) each
-        hit = (key, torch.block_diag(*blocks))
+        hit = (key, pointwise_matrix(conv).detach())
         _DENSE[conv] = hit
     return hit[1]
 
 
-def pointwise(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv`` on frames x (B, t, C_in) -> (B, t, C_out), i.e. conv(x^T)^T."""
+def pointwise(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (a kernel-1 ``Conv1d`` or its :class:`PointwiseLinear`) on frames x
+    (B, t, C_in) -> (B, t, C_out), i.e. conv(x^T)^T."""
+    if isinstance(conv, PointwiseLinear):
+        return conv.linear(x)
     return F.linear(x, dense_weight(conv), conv.bias)
 
 

@@ -149,6 +149,12 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("The model configuration related")
     group.add_argument("--asr_train_config", type=str, required=True)
     group.add_argument("--asr_model_file", type=str, required=True)
+    group.add_argument("--quantize_asr_model", type=str2bool, default=False,
+                       help="apply dynamic quantization to the ASR model (CPU)")
+    group.add_argument("--quantize_modules", type=str, nargs="*", default=["Linear"],
+                       help="torch.nn classes to quantize dynamically, e.g. Linear")
+    group.add_argument("--quantize_dtype", type=str, default="qint8",
+                       choices=["float16", "qint8"], help="dtype for dynamic quantization")
     group = parser.add_argument_group("Text converter related")
     group.add_argument("--token_type", type=str_or_none, default=None,
                        choices=["char", "bpe", "word", None])
@@ -179,6 +185,8 @@ def recognizer_options(args: argparse.Namespace) -> dict:
         asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
         token_type=args.token_type, bpemodel=args.bpemodel, beam_size=args.beam_size,
         length_bonus=args.penalty, token_beam=args.token_beam, device=device_of(args.ngpu),
+        quantize_asr_model=args.quantize_asr_model, quantize_modules=args.quantize_modules,
+        quantize_dtype=args.quantize_dtype,
     )
 
 

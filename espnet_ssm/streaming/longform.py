@@ -86,7 +86,8 @@ class LongFormSpeech2Text(CTCRecognizer):
         **options: the model and search options of
             :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
             ``token_type``, ``bpemodel``, ``beam_size``, ``length_bonus``, ``token_beam``,
-            ``device``); one hypothesis is returned.
+            ``device``, ``quantize_asr_model``, ``quantize_modules``, ``quantize_dtype``); one
+            hypothesis is returned.
     """
 
     def __init__(
@@ -112,9 +113,10 @@ class LongFormSpeech2Text(CTCRecognizer):
         self.mode = mode
         self.chunk_samples = int(chunk_seconds * self.sample_rate)
         self.ctc_slice_frames = ctc_slice_frames
-        if mode == "stream":  # the same model, text converter and search options
+        if mode == "stream":  # the same (already quantized) model, converter and search options
             self.streamer = StreamingSpeech2Text(**dict(
-                options, asr_model=asr_model, token_type=self.text.token_type,
+                options, asr_model=asr_model, quantize_asr_model=False,
+                token_type=self.text.token_type,
                 bpemodel=self.text.bpemodel))
 
     @torch.inference_mode()

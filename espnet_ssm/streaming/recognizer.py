@@ -9,7 +9,7 @@ training config's) and the CTC search (greedy for ``beam_size == 1``, else prefi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -38,9 +38,16 @@ def prepare_model(
     token_type: Optional[str],
     bpemodel: Optional[str],
     device: str,
+    quantize_asr_model: bool = False,
+    quantize_modules: Sequence[str] = ("Linear",),
+    quantize_dtype: str = "qint8",
 ) -> Tuple[torch.nn.Module, TokenText]:
-    """The model (loaded from files unless given) in eval mode on ``device``, and its text
-    converter (token type and sentencepiece model default to the training config's)."""
+    """The model (loaded from files unless given) in eval mode on ``device``, dynamically
+    quantized if asked (a copy: a given model is left as it is), and its text converter (token
+    type and sentencepiece model default to the training config's)."""
+    if quantize_asr_model and device != "cpu":
+        raise ValueError(f"quantize_asr_model: dynamic quantization runs on the CPU only, "
+                         f"not on {device}")
     args = None
     if asr_model is None:
         if asr_train_config is None:
@@ -52,7 +59,12 @@ def prepare_model(
         token_type = args.token_type
     if bpemodel is None and args is not None:
         bpemodel = args.bpemodel
-    return asr_model.to(device).eval(), TokenText(asr_model.token_list, token_type, bpemodel)
+    asr_model = asr_model.to(device).eval()
+    if quantize_asr_model:
+        from espnet_ssm.streaming.quantization import quantize_asr_model as quantize
+
+        asr_model = quantize(asr_model, quantize_modules, quantize_dtype)
+    return asr_model, TokenText(asr_model.token_list, token_type, bpemodel)
 
 
 def empty_recognition() -> Recognition:
@@ -74,6 +86,10 @@ class CTCRecognizer:
         length_bonus: per-token bonus of the prefix beam search.
         token_beam: tokens tried per frame by the beam search (default: ``beam_size``).
         device: ``cpu`` or ``cuda``.
+        quantize_asr_model: dynamically quantize the model (CPU only; see
+            :mod:`espnet_ssm.streaming.quantization`), as ESPnet's ``Speech2Text``.
+        quantize_modules: ``torch.nn`` classes to quantize (ESPnet's default: ``Linear``).
+        quantize_dtype: ``qint8`` or ``float16``.
     """
 
     def __init__(
@@ -88,9 +104,13 @@ class CTCRecognizer:
         length_bonus: float = 0.0,
         token_beam: Optional[int] = None,
         device: str = "cpu",
+        quantize_asr_model: bool = False,
+        quantize_modules: Sequence[str] = ("Linear",),
+        quantize_dtype: str = "qint8",
     ):
         self.asr_model, self.text = prepare_model(
-            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device
+            asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device,
+            quantize_asr_model, quantize_modules, quantize_dtype,
         )
         self.device = device
         self.search = CTCSearch(self.asr_model.blank_id, beam_size, nbest, length_bonus,

@@ -50,7 +50,8 @@ class StreamingSpeech2Text(CTCRecognizer):
         **options: the model and search options of
             :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
             ``token_type``, ``bpemodel``, ``beam_size``, ``nbest``, ``length_bonus``,
-            ``token_beam``, ``device``).
+            ``token_beam``, ``device``, and ESPnet's dynamic quantization options
+            ``quantize_asr_model``, ``quantize_modules``, ``quantize_dtype``).
     """
 
     def __init__(

@@ -1,0 +1,89 @@
+r"""Dynamic quantization of a model for CPU inference, with ESPnet's options.
+
+ESPnet's ``Speech2Text`` offers ``quantize_asr_model``, ``quantize_modules`` (names of
+``torch.nn`` classes, default ``["Linear"]``) and ``quantize_dtype`` (``qint8`` or ``float16``),
+applied with PyTorch's ``quantize_dynamic``: weights stored as int8 (or float16), activations
+quantized on the fly from each call's observed range. :func:`quantize_asr_model` does the same,
+with two additions this package's models need:
+
+* pointwise (kernel-1) ``Conv1d`` layers (the multi-head SSM's head projection, the SSM
+  convolution module's pointwise convolutions) are linear maps per frame that
+  ``quantize_dynamic`` does not handle: when ``Linear`` is quantized they are first replaced by
+  their :class:`~espnet_ssm.layers.pointwise.PointwiseLinear`, so they are quantized too;
+* ``Linear`` layers whose weight a layer reads as a matrix (the Mamba mixer's ``dt_proj``,
+  whose product feeds the selective scan with its bias kept apart) stay in float.
+
+Why it matters for streaming on a CPU: a chunk of a few frames reads every weight once, so the
+matrix products are bound by memory traffic, and int8 weights are a quarter of the bytes. With
+int8 the outputs are no longer equal to the float model's: activation ranges are taken per call,
+so a streamed chunk and the whole utterance round differently (relative error about 1e-2).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Iterable, Sequence
+
+import torch
+
+from espnet_ssm.layers.mamba import MambaMixer
+from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise
+
+DTYPES = ("qint8", "float16")
+# module classes torch's dynamic quantization converts (others would be left in float silently)
+SUPPORTED = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")
+# (layer class, attribute): Linear layers whose weight the layer reads as a tensor
+KEEP_FLOAT = ((MambaMixer, "dt_proj"),)
+
+
+def _replace_pointwise_convs(model: torch.nn.Module) -> int:
+    """Swap every non-depthwise pointwise ``Conv1d`` for its ``PointwiseLinear``; the count."""
+    swaps = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if is_pointwise(child) and (child.groups == 1 or child.in_channels // child.groups > 1):
+                swaps.append((parent, name, child))
+    for parent, name, child in swaps:
+        setattr(parent, name, PointwiseLinear(child))
+    return len(swaps)
+
+
+def _float_only(model: torch.nn.Module) -> Iterable[torch.nn.Module]:
+    for module in model.modules():
+        for cls, attr in KEEP_FLOAT:
+            if isinstance(module, cls):
+                yield getattr(module, attr)
+
+
+def quantize_asr_model(
+    model: torch.nn.Module,
+    modules: Sequence[str] = ("Linear",),
+    dtype: str = "qint8",
+) -> torch.nn.Module:
+    """A dynamically quantized copy of ``model`` (the original is left as it is).
+
+    Args:
+        model: an ESPnet ASR model (or any module) in eval mode.
+        modules: ``torch.nn`` class names to quantize, as ESPnet's ``--quantize_modules``.
+        dtype: ``qint8`` or ``float16``, as ESPnet's ``--quantize_dtype``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"quantize_dtype must be one of {DTYPES}, got {dtype!r}")
+    unknown = [m for m in modules if m not in SUPPORTED]
+    if unknown:
+        raise ValueError(f"quantize_modules: {unknown} cannot be dynamically quantized; "
+                         f"choose from {list(SUPPORTED)}")
+    if not modules:
+        raise ValueError("quantize_modules is empty: name at least one class, e.g. Linear")
+    model = copy.deepcopy(model).eval()
+    if "Linear" in modules:
+        n = _replace_pointwise_convs(model)
+        logging.info("quantization: %d pointwise Conv1d layer(s) held as Linear", n)
+    keep = {id(m) for m in _float_only(model)}
+    classes = tuple(getattr(torch.nn, m) for m in modules)
+    # per module name, so that the float-only ones can be left out
+    spec = {name: torch.ao.quantization.default_dynamic_qconfig if dtype == "qint8"
+            else torch.ao.quantization.float16_dynamic_qconfig
+            for name, m in model.named_modules()
+            if isinstance(m, classes) and id(m) not in keep}
+    return torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, inplace=True)

@@ -1,0 +1,121 @@
+"""Dynamic quantization (ESPnet's ``--quantize_asr_model``) of this package's models.
+
+Quantized outputs are not equal to the float model's (int8 weights, activations rounded per
+call), so the checks are: the pointwise-convolution rewrite is exact in float64; the quantized
+copy holds int8 layers where it should and float ones where it must; its outputs, streamed in
+random chunks or offline, stay within a relative error of 5e-2 of the float model's (int8
+rounding gives about 1e-2; a wrong weight or a skipped layer gives order 1); bad options are
+named.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from espnet2.tasks.asr import encoder_choices
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+import espnet_ssm  # noqa: F401  (registers the encoders)
+from espnet_ssm.bin import asr_inference_streaming
+from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise
+from espnet_ssm.streaming import StreamingSpeech2Text
+from espnet_ssm.streaming.quantization import quantize_asr_model
+from espnet_ssm.streaming.recognizer import prepare_model
+from test_streaming_cli import read_table, write_scp
+from test_streaming_ctc import rng  # noqa: F401  (fixture)
+from test_streaming_encoder import CASES, D_IN, build, stream
+from test_streaming_speech2text import CAUSAL_MH_SSM, make_model_files
+
+REL_TOL = 5e-2
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_pointwise_linear_equals_the_convolution(groups, rng):
+    conv = torch.nn.Conv1d(8, 12, 1, groups=groups).double()
+    x = torch.randn(3, 8, int(rng.integers(1, 20)), dtype=torch.float64)
+    torch.testing.assert_close(PointwiseLinear(conv)(x), conv(x), atol=1e-12, rtol=0)
+
+
+def test_quantized_copy_has_int8_layers_and_leaves_the_original_alone():
+    name, conf = CASES[0]  # ssm_conformer: attention, feed-forward, SSM conv module
+    enc = build(name, conf)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    q = quantize_asr_model(enc)
+    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
+    assert any(is_pointwise(m) for m in enc.modules())  # the original keeps its convolutions
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    assert not any(is_pointwise(m) for m in q.modules())
+    n_pointwise = sum(isinstance(m, PointwiseLinear) for m in q.modules())
+    assert n_pointwise == 2 * conf.get("num_blocks", 2)  # pointwise_conv1/2 of each block
+    assert sum(isinstance(m, DynamicQuantizedLinear) for m in q.modules()) > n_pointwise
+
+
+@pytest.mark.parametrize("case", [0, 2, 6, 7, 9], ids=lambda i: f"{CASES[i][0]}-{i}")
+def test_quantized_stream_stays_close_to_the_float_model(case, rng):
+    name, conf = CASES[case]
+    enc = build(name, conf)
+    q = quantize_asr_model(enc)
+    T = int(rng.integers(40, 90))
+    xs = torch.randn(1, T, D_IN)
+    with torch.no_grad():
+        ref, lens, _ = enc(xs, torch.tensor([T]))
+        ref = ref[0, : int(lens[0])]
+        offline_q, _, _ = q(xs, torch.tensor([T]))
+        assert rel_err(offline_q[0, : int(lens[0])], ref) < REL_TOL
+        for max_chunk in (1, int(rng.integers(2, 12))):
+            got = stream(q, xs, rng, max_chunk)
+            assert got.shape == ref.shape
+            assert rel_err(got, ref) < REL_TOL
+
+
+def test_speech_mamba_keeps_dt_proj_in_float(rng):
+    cls = encoder_choices.get_class("speech_mamba")
+    enc = cls(D_IN, output_size=16, num_blocks=2, attention_heads=2, d_state=4).eval()
+    q = quantize_asr_model(enc)
+    dt = [m.dt_proj for m in q.modules() if hasattr(m, "dt_proj")]
+    assert dt and all(type(m) is torch.nn.Linear for m in dt)
+    xs = torch.randn(2, 50, D_IN)
+    lens = torch.tensor([50, 37])
+    with torch.no_grad():
+        ref, ref_lens, _ = enc(xs, lens)
+        got, got_lens, _ = q(xs, lens)
+    assert torch.equal(ref_lens, got_lens)
+    for b, n in enumerate(ref_lens.tolist()):
+        assert rel_err(got[b, :n], ref[b, :n]) < REL_TOL
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(modules=["Conv2d"]), "quantize_modules"),
+    (dict(modules=[]), "quantize_modules"),
+    (dict(dtype="int4"), "quantize_dtype"),
+])
+def test_bad_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        quantize_asr_model(torch.nn.Linear(2, 2), **kwargs)
+
+
+def test_quantization_is_refused_off_the_cpu():
+    with pytest.raises(ValueError, match="quantize_asr_model.*CPU"):
+        prepare_model(None, None, torch.nn.Linear(2, 2), None, None, "cuda",
+                      quantize_asr_model=True)
+
+
+def test_streaming_cli_decodes_with_the_quantized_model(tmp_path, rng):
+    config, model_file = make_model_files(tmp_path, "mh_ssm", CAUSAL_MH_SSM)
+    scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
+    chunk = int(rng.integers(100, 3000))
+    out = tmp_path / "decode"
+    asr_inference_streaming.main([
+        "--asr_train_config", str(config), "--asr_model_file", str(model_file),
+        "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
+        "--sim_chunk_length", str(chunk), "--beam_size", "1", "--quantize_asr_model", "true",
+    ])
+    s2t = StreamingSpeech2Text(config, model_file, beam_size=1, quantize_asr_model=True)
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in s2t.asr_model.modules())
+    ids = read_table(out / "1best_recog" / "token_int")
+    for key, (x, _) in audio.items():
+        want = s2t.recognize(torch.from_numpy(x), chunk)[0]
+        assert ids[key] == " ".join(map(str, want.token_ids))
