@@ -18,6 +18,8 @@ from espnet_ssm.ops import (
     s4d_kernel,
     s4d_lin_init,
     s4d_real_init,
+    s4d_short_chunk,
+    s4d_short_chunk_tables,
     s4d_step,
     two_sided_depthwise_conv,
 )
@@ -236,6 +238,42 @@ def test_chunks_with_carried_state_equal_full_sequence(complex_A):
         ys.append(y)
     assert rel_err(torch.cat(ys, -1), want) <= 1e-10
     assert rel_err(state, want_state) <= 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("complex_A", [False, True])
+def test_short_chunks_in_closed_form_equal_the_recurrence(dtype, disc, complex_A):
+    H, N, L, max_len = 3, 5, 70, 9
+    log_dt, A, B, C = random_ssm(H, N, complex_A, dtype, dt_range=(1e-2, 5e-1))
+    D = torch.randn(H, dtype=dtype)
+    u = torch.randn(2, H, L, dtype=dtype)
+    start = torch.randn(2, H, N, dtype=A.dtype)  # a carried state, not zeros
+    want, want_state = ref_recurrence(u, log_dt, A, B, C, D, disc, state=start)
+    tables = s4d_short_chunk_tables(*s4d_discretize(log_dt, A, B, disc), C, max_len)
+    cuts = [0]
+    while cuts[-1] < L:  # every length 1 .. max_len is likely to occur
+        cuts.append(min(L, cuts[-1] + int(torch.randint(1, max_len + 1, ()))))
+    state, ys = start, []
+    for t0, t1 in zip(cuts, cuts[1:]):
+        y, state = s4d_short_chunk(u[:, :, t0:t1].transpose(1, 2), state, tables, D)
+        assert y.dtype == dtype and state.is_complex() == complex_A
+        ys.append(y.transpose(1, 2))
+    assert rel_err(torch.cat(ys, -1), want) <= TOL[dtype]
+    assert rel_err(state, want_state) <= TOL[dtype]
+
+
+def test_short_chunk_rejects_chunks_its_tables_do_not_cover():
+    log_dt, A, B, C = random_ssm(2, 3, True)
+    tables = s4d_short_chunk_tables(*s4d_discretize(log_dt, A, B), C, 4)
+    state = torch.zeros(1, 2, 3, dtype=A.dtype)
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="tables cover 1 .. 4"):
+            s4d_short_chunk(torch.zeros(1, bad, 2, dtype=torch.float64), state, tables)
+    with pytest.raises(ValueError, match="state"):
+        s4d_short_chunk(torch.zeros(1, 3, 2, dtype=torch.float64), state[:, :1], tables)
+    with pytest.raises(ValueError, match="max_len"):
+        s4d_short_chunk_tables(*s4d_discretize(log_dt, A, B), C, 0)
 
 
 # ----------------------------------------------------------------------------- convolutions

@@ -16,7 +16,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 import espnet_ssm  # noqa: F401  (registers the encoders)
 from espnet_ssm.bin import asr_inference_streaming
-from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise
+from espnet_ssm.layers.conv_as_linear import PointwiseLinear, is_pointwise
 from espnet_ssm.streaming import StreamingSpeech2Text
 from espnet_ssm.streaming.quantization import quantize_asr_model
 from espnet_ssm.streaming.recognizer import prepare_model

@@ -1,4 +1,5 @@
-"""S4DStream (discretised once, frame recurrence or blocked chunks) against the offline layer.
+"""S4DStream (discretised once; frame recurrence, tabulated closed form or blocked chunks) against
+the offline layer.
 
 Streamed outputs sum the same terms as the FFT convolution in another order; float32 results
 agree within 1e-4 (unit-scale inputs, outputs of order 10), float64 within 1e-9.
@@ -34,11 +35,13 @@ def random_sizes(rng, total: int, max_chunk: int):
 
 @pytest.mark.parametrize("init", ["s4d_lin", "s4d_real", "s4d_inv"])
 @pytest.mark.parametrize("kernel_size", [None, 5])
-def test_chunks_equal_the_offline_layer(init, kernel_size, rng):
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+def test_chunks_equal_the_offline_layer(init, kernel_size, discretization, rng):
     H, N, T = int(rng.integers(2, 9)), int(rng.integers(1, 9)), int(rng.integers(30, 90))
-    layer = S4D(H, N, init=init, kernel_size=kernel_size, discretization=str(
-        rng.choice(["zoh", "bilinear"]))).eval()
-    stream = S4DStream(layer, max_frames=int(rng.integers(1, 8)))
+    layer = S4D(H, N, init=init, kernel_size=kernel_size, discretization=discretization).eval()
+    # chunk lengths up to loop_frames: frame loop; up to max_frames: closed form; beyond: blocked
+    stream = S4DStream(layer, max_frames=int(rng.integers(1, 12)),
+                       loop_frames=int(rng.integers(0, 4)))
     x = torch.randn(int(rng.integers(1, 3)), T, H)
     with torch.no_grad():
         ref = layer(x)

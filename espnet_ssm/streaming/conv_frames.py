@@ -7,7 +7,7 @@ works channels first, which costs two transposes per call. Here:
   matrix :math:`W = \mathrm{diag}(W_1, .., W_g)`; one dense ``linear`` call (the zero blocks
   included) gives the same sums (the extra terms are exact zeros). The dense matrix is built
   once per layer and rebuilt only when the weights change; a layer already replaced by its
-  :class:`~espnet_ssm.layers.pointwise.PointwiseLinear` (quantized models) is called as is.
+  :class:`~espnet_ssm.layers.conv_as_linear.PointwiseLinear` (quantized models) is called as is.
 * :func:`depthwise_valid`: a depthwise convolution without padding,
   :math:`y_t = b + \sum_{i<k} w_i \odot h_{t+i}` (cross-correlation, as ``conv1d``), as one
   element-wise product and sum over a strided view of the k-frame windows.
@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise, pointwise_matrix
+from espnet_ssm.layers.conv_as_linear import PointwiseLinear, is_pointwise, pointwise_matrix
 from espnet_ssm.streaming.weights_key import weights_key
 
 _DENSE: "weakref.WeakKeyDictionary[torch.nn.Conv1d, Tuple[tuple, torch.Tensor]]" = (

@@ -9,7 +9,12 @@ with two additions this package's models need:
 * pointwise (kernel-1) ``Conv1d`` layers (the multi-head SSM's head projection, the SSM
   convolution module's pointwise convolutions) are linear maps per frame that
   ``quantize_dynamic`` does not handle: when ``Linear`` is quantized they are first replaced by
-  their :class:`~espnet_ssm.layers.pointwise.PointwiseLinear`, so they are quantized too;
+  their :class:`~espnet_ssm.layers.conv_as_linear.PointwiseLinear`, so they are quantized too;
+* ``Conv2d`` may be named too (an addition to ESPnet's list): the one-group convolutions with
+  more than one input channel (the conv2d subsampling's second and later stages, about a third
+  of a paper-size model's multiply-adds per frame) are replaced by their
+  :class:`~espnet_ssm.layers.conv_as_linear.PatchLinear2d` (im2col) and quantized as ``Linear``
+  layers. The first stage, nine taps of the raw features, stays in float;
 * ``Linear`` layers whose weight a layer reads as a matrix (the Mamba mixer's ``dt_proj``,
   whose product feeds the selective scan with its bias kept apart) stay in float.
 
@@ -22,30 +27,40 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Iterable, Sequence
+from typing import Iterable, List, Sequence
 
 import torch
 
 from espnet_ssm.layers.mamba import MambaMixer
-from espnet_ssm.layers.pointwise import PointwiseLinear, is_pointwise
+from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
 
 DTYPES = ("qint8", "float16")
 # module classes torch's dynamic quantization converts (others would be left in float silently)
-SUPPORTED = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")
+# (and Conv2d, through PatchLinear2d)
+SUPPORTED = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell", "Conv2d")
 # (layer class, attribute): Linear layers whose weight the layer reads as a tensor
 KEEP_FLOAT = ((MambaMixer, "dt_proj"),)
 
 
-def _replace_pointwise_convs(model: torch.nn.Module) -> int:
-    """Swap every non-depthwise pointwise ``Conv1d`` for its ``PointwiseLinear``; the count."""
-    swaps = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if is_pointwise(child) and (child.groups == 1 or child.in_channels // child.groups > 1):
-                swaps.append((parent, name, child))
+def _is_dense_pointwise(m: torch.nn.Module) -> bool:
+    """A pointwise ``Conv1d`` that is not depthwise (a depthwise one is a per-channel scale)."""
+    return is_pointwise(m) and (m.groups == 1 or m.in_channels // m.groups > 1)
+
+
+def _is_multichannel_conv2d(m: torch.nn.Module) -> bool:
+    return (type(m) is torch.nn.Conv2d and m.groups == 1 and m.in_channels > 1
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str))
+
+
+def _replace(model: torch.nn.Module, wanted, make) -> List[torch.nn.Module]:
+    """Swap every child module for which ``wanted`` holds for ``make(child)``; the new ones."""
+    swaps = [(parent, name, child) for parent in model.modules()
+             for name, child in parent.named_children() if wanted(child)]
+    new = []
     for parent, name, child in swaps:
-        setattr(parent, name, PointwiseLinear(child))
-    return len(swaps)
+        new.append(make(child))
+        setattr(parent, name, new[-1])
+    return new
 
 
 def _float_only(model: torch.nn.Module) -> Iterable[torch.nn.Module]:
@@ -64,7 +79,8 @@ def quantize_asr_model(
 
     Args:
         model: an ESPnet ASR model (or any module) in eval mode.
-        modules: ``torch.nn`` class names to quantize, as ESPnet's ``--quantize_modules``.
+        modules: ``torch.nn`` class names to quantize, as ESPnet's ``--quantize_modules``
+            (plus ``Conv2d``, see the module's docstring).
         dtype: ``qint8`` or ``float16``, as ESPnet's ``--quantize_dtype``.
     """
     if dtype not in DTYPES:
@@ -76,14 +92,19 @@ def quantize_asr_model(
     if not modules:
         raise ValueError("quantize_modules is empty: name at least one class, e.g. Linear")
     model = copy.deepcopy(model).eval()
+    targets = set()
+    if "Conv2d" in modules:
+        patches = _replace(model, _is_multichannel_conv2d, PatchLinear2d)
+        targets |= {id(m.linear) for m in patches}
+        logging.info("quantization: %d Conv2d layer(s) held as Linear over patches", len(patches))
     if "Linear" in modules:
-        n = _replace_pointwise_convs(model)
+        n = len(_replace(model, _is_dense_pointwise, PointwiseLinear))
         logging.info("quantization: %d pointwise Conv1d layer(s) held as Linear", n)
     keep = {id(m) for m in _float_only(model)}
-    classes = tuple(getattr(torch.nn, m) for m in modules)
+    classes = tuple(getattr(torch.nn, m) for m in modules if m != "Conv2d")
+    qconfig = (torch.ao.quantization.default_dynamic_qconfig if dtype == "qint8"
+               else torch.ao.quantization.float16_dynamic_qconfig)
     # per module name, so that the float-only ones can be left out
-    spec = {name: torch.ao.quantization.default_dynamic_qconfig if dtype == "qint8"
-            else torch.ao.quantization.float16_dynamic_qconfig
-            for name, m in model.named_modules()
-            if isinstance(m, classes) and id(m) not in keep}
+    spec = {name: qconfig for name, m in model.named_modules()
+            if (isinstance(m, classes) and id(m) not in keep) or id(m) in targets}
     return torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, inplace=True)
