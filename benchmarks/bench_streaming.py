@@ -2,13 +2,15 @@
 """Streaming and long-form benchmarks (issue 6). Prints markdown tables.
 
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
-        [--weights float32 int8]
+        [--weights float32 int8 int8-conv]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
 
 streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for the causal
 encoders on one CPU thread, with float32 weights and with int8 dynamic quantization
-(``quantize_asr_model``: Linear layers and pointwise convolutions). Latency per chunk is the compute time of one call (the audio
+(``quantize_asr_model``; ``int8``: Linear layers and pointwise convolutions, ESPnet's default
+``--quantize_modules Linear``; ``int8-conv``: also the subsampling's Conv2d, ``--quantize_modules
+Linear Conv2d``). Latency per chunk is the compute time of one call (the audio
 itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
 right context).
 
@@ -142,8 +144,10 @@ def bench_streaming(args: argparse.Namespace) -> None:
             model = build_model(encoder, conf, Path(tmp) / encoder)
             params = sum(p.numel() for p in model.parameters()) / 1e6
             for weights, ms in itertools.product(args.weights, args.chunks_ms):
-                s2t = StreamingSpeech2Text(asr_model=model, token_type="word", beam_size=1,
-                                           quantize_asr_model=weights == "int8")
+                s2t = StreamingSpeech2Text(
+                    asr_model=model, token_type="word", beam_size=1,
+                    quantize_asr_model=weights != "float32",
+                    quantize_modules=["Linear", "Conv2d"] if weights == "int8-conv" else ["Linear"])
                 chunk = FS * ms // 1000
                 s2t.recognize(audio[: FS * 2], chunk)  # warm-up
                 lat = []
@@ -240,8 +244,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     s = sub.add_parser("streaming")
     s.add_argument("--seconds", type=float, default=30.0)
     s.add_argument("--chunks_ms", type=int, nargs="+", default=[160, 640])
-    s.add_argument("--weights", nargs="+", default=["float32", "int8"],
-                   choices=["float32", "int8"])
+    s.add_argument("--weights", nargs="+", default=["float32", "int8", "int8-conv"],
+                   choices=["float32", "int8", "int8-conv"])
     s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
     lf = sub.add_parser("longform")
     lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])

@@ -16,7 +16,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 import espnet_ssm  # noqa: F401  (registers the encoders)
 from espnet_ssm.bin import asr_inference_streaming
-from espnet_ssm.layers.conv_as_linear import PointwiseLinear, is_pointwise
+from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
 from espnet_ssm.streaming import StreamingSpeech2Text
 from espnet_ssm.streaming.quantization import quantize_asr_model
 from espnet_ssm.streaming.recognizer import prepare_model
@@ -37,6 +37,15 @@ def test_pointwise_linear_equals_the_convolution(groups, rng):
     conv = torch.nn.Conv1d(8, 12, 1, groups=groups).double()
     x = torch.randn(3, 8, int(rng.integers(1, 20)), dtype=torch.float64)
     torch.testing.assert_close(PointwiseLinear(conv)(x), conv(x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(2, 0, 1), (1, 1, 1), ((3, 2), (0, 1), 2)])
+def test_patch_linear_equals_the_2d_convolution(stride, padding, dilation, rng):
+    conv = torch.nn.Conv2d(3, 5, (3, 2), stride, padding, dilation).double()
+    x = torch.randn(2, 3, int(rng.integers(7, 15)), int(rng.integers(7, 15)), dtype=torch.float64)
+    torch.testing.assert_close(PatchLinear2d(conv)(x), conv(x), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        PatchLinear2d(torch.nn.Conv2d(3, 5, 3))(torch.zeros(1, 3, 2, 9))
 
 
 def test_quantized_copy_has_int8_layers_and_leaves_the_original_alone():
@@ -71,6 +80,23 @@ def test_quantized_stream_stays_close_to_the_float_model(case, rng):
             assert rel_err(got, ref) < REL_TOL
 
 
+def test_quantized_subsampling_convolutions_stream_close_to_the_float_model(rng):
+    name, conf = CASES[6]  # mh_ssm with conv2d subsampling
+    enc = build(name, conf)
+    q = quantize_asr_model(enc, modules=["Linear", "Conv2d"])
+    convs = [m for m in q.embed.modules() if isinstance(m, (torch.nn.Conv2d, PatchLinear2d))]
+    # the first stage (one input channel) stays a float Conv2d, the second is int8 patches
+    assert type(convs[0]) is torch.nn.Conv2d and isinstance(convs[1], PatchLinear2d)
+    assert isinstance(convs[1].linear, DynamicQuantizedLinear)
+    T = int(rng.integers(40, 90))
+    xs = torch.randn(1, T, D_IN)
+    with torch.no_grad():
+        ref, lens, _ = enc(xs, torch.tensor([T]))
+        got = stream(q, xs, rng, int(rng.integers(1, 12)))
+    assert got.shape == ref[0, : int(lens[0])].shape
+    assert rel_err(got, ref[0, : int(lens[0])]) < REL_TOL
+
+
 def test_speech_mamba_keeps_dt_proj_in_float(rng):
     cls = encoder_choices.get_class("speech_mamba")
     enc = cls(D_IN, output_size=16, num_blocks=2, attention_heads=2, d_state=4).eval()
@@ -88,7 +114,7 @@ def test_speech_mamba_keeps_dt_proj_in_float(rng):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(modules=["Conv2d"]), "quantize_modules"),
+    (dict(modules=["Conv3d"]), "quantize_modules"),
     (dict(modules=[]), "quantize_modules"),
     (dict(dtype="int4"), "quantize_dtype"),
 ])
