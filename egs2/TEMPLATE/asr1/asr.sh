@@ -882,9 +882,14 @@ if run_stage 15; then
         mkdir -p "${_hf_dir}"
     fi
     ${python} -m zipfile -e "${packed_model}" "${_hf_dir}"
+    _opts=
+    if [ -n "${inference_config}" ]; then
+        _opts+="--inference_config ${inference_config} "
+    fi
+    # shellcheck disable=SC2086
     ${helper} model_card --asr_exp "${asr_exp}" --model_dir "${_hf_dir}" \
         --hf_repo "${hf_repo:-<user>/<repository>}" --corpus "$(basename "$(cd ../.. && pwd)")" \
-        --run_args "${run_args}" > "${_hf_dir}/README.md"
+        --run_args "${run_args}" ${_opts} > "${_hf_dir}/README.md"
     if [ -n "${hf_repo}" ]; then
         log "Upload to https://huggingface.co/${hf_repo}"
         (
