@@ -97,6 +97,18 @@ def test_quantized_subsampling_convolutions_stream_close_to_the_float_model(rng)
     assert rel_err(got, ref[0, : int(lens[0])]) < REL_TOL
 
 
+def test_float16_weights_stream_close_to_the_float_model(rng):
+    name, conf = CASES[0]
+    enc = build(name, conf)
+    q = quantize_asr_model(enc, dtype="float16")
+    assert any(type(m) is DynamicQuantizedLinear for m in q.modules())
+    xs = torch.randn(1, 60, D_IN)
+    with torch.no_grad():
+        ref, lens, _ = enc(xs, torch.tensor([60]))
+        got = stream(q, xs, rng, int(rng.integers(1, 12)))
+    assert rel_err(got, ref[0, : int(lens[0])]) < 1e-2  # float16 weights: about 1e-3
+
+
 def test_speech_mamba_keeps_dt_proj_in_float(rng):
     cls = encoder_choices.get_class("speech_mamba")
     enc = cls(D_IN, output_size=16, num_blocks=2, attention_heads=2, d_state=4).eval()
