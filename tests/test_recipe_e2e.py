@@ -255,6 +255,10 @@ def test_stage14_pack_and_stage15_card(recipe):
     card = (work / "exp" / f"hf_asr_{ASR_TAG}" / "README.md").read_text()
     assert card.startswith("---\ntags:\n- espnet\n") and "import espnet_ssm" in card
     assert "### WER" in card and "encoder: mh_ssm" in card
+    # its usage example decodes as stage 12 did: with the packed LM and the decoding config's weight
+    decode = yaml.safe_load((work / DECODE_CONFIG).read_text())
+    assert f"lm_file={meta['files']['lm_file']!r}" in card and "## LM config" in card
+    assert f"lm_weight={decode['lm_weight']!r}" in card
     assert (work / "exp" / f"hf_asr_{ASR_TAG}" / "meta.yaml").is_file()
 
 

@@ -8,8 +8,11 @@ these layers too; the outputs are those of the convolutions.
   exact zeros); (B, C_in, T) -> (B, C_out, T).
 * :class:`PatchLinear2d`: a ``Conv2d`` (one group) is a matrix product over its input patches
   (im2col): each output position is :math:`W\,\mathrm{vec}(x_{patch}) + b` with W the
-  (C_out, C_in k_h k_w) reshaped kernel, the patch flattened channel-major as ``F.unfold`` does;
-  (B, C_in, H, W) -> (B, C_out, H', W').
+  (C_out, k_h k_w C_in) reshaped kernel; (B, C_in, H, W) -> (B, C_out, H', W'). Patches are
+  gathered channels last, (k_h, k_w, C_in) with the channels innermost, so that building the
+  (positions, k_h k_w C_in) matrix copies contiguous runs of channels: ``F.unfold`` gives the
+  transposed layout, and making it row-major took 11 ms for the 512-channel subsampling of a
+  640 ms chunk, against 0.6 ms this way.
 """
 from __future__ import annotations
 
@@ -83,8 +86,8 @@ class PatchLinear2d(torch.nn.Module):
         w = conv.weight
         self.linear = torch.nn.Linear(w[0].numel(), conv.out_channels, bias=conv.bias is not None,
                                       device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            self.linear.weight.copy_(w.reshape(conv.out_channels, -1))
+        with torch.no_grad():  # (C_out, C_in, kh, kw) -> (C_out, kh kw C_in): channels innermost
+            self.linear.weight.copy_(w.permute(0, 2, 3, 1).reshape(conv.out_channels, -1))
             if conv.bias is not None:
                 self.linear.bias.copy_(conv.bias)
 
@@ -99,9 +102,15 @@ class PatchLinear2d(torch.nn.Module):
         if h <= 0 or w <= 0:  # as conv2d, an input smaller than the kernel is an error
             raise ValueError(f"input {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel_size}")
-        patches = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        y = self.linear(patches.transpose(1, 2))  # (B, H' W', C_out)
-        return y.transpose(1, 2).reshape(b, self.out_channels, h, w)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        if any(self.padding):
+            x = F.pad(x, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
+        x = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in)
+        windows = x.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)
+        windows = windows[..., ::dh, ::dw]  # (B, H', W', C_in, kh, kw)
+        patches = windows.permute(0, 1, 2, 4, 5, 3).reshape(b, h * w, -1)
+        y = self.linear(patches)  # (B, H' W', C_out)
+        return y.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)  # channels-last memory
 
     def extra_repr(self) -> str:
         return (f"{self.linear.in_features}, {self.out_channels}, kernel_size={self.kernel_size}, "
