@@ -15,9 +15,10 @@ from espnet2.tasks.asr import encoder_choices
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 import espnet_ssm  # noqa: F401  (registers the encoders)
-from espnet_ssm.bin import asr_inference_streaming
+from espnet_ssm.bin import asr_inference_longform, asr_inference_streaming
 from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
-from espnet_ssm.streaming import StreamingSpeech2Text
+from espnet_ssm.streaming import LongFormSpeech2Text, StreamingSpeech2Text
+from espnet_ssm.streaming.longform import chunked_input_layer
 from espnet_ssm.streaming.quantization import quantize_asr_model
 from espnet_ssm.streaming.recognizer import prepare_model
 from test_streaming_cli import read_table, write_scp
@@ -157,3 +158,36 @@ def test_streaming_cli_decodes_with_the_quantized_model(tmp_path, rng):
     for key, (x, _) in audio.items():
         want = s2t.recognize(torch.from_numpy(x), chunk)[0]
         assert ids[key] == " ".join(map(str, want.token_ids))
+
+
+def test_windowed_offline_encoder_of_the_quantized_model_stays_close(rng):
+    """Long-form offline mode: the input layer in windows, the encoder in one pass."""
+    name, conf = CASES[6]
+    enc = build(name, conf)
+    q = quantize_asr_model(enc, modules=["Linear", "Conv2d"])
+    T = int(rng.integers(60, 120))
+    xs = torch.randn(1, T, D_IN)
+    with torch.no_grad():
+        ref, lens, _ = enc(xs, torch.tensor([T]))
+        with chunked_input_layer(q):
+            got, got_lens, _ = q(xs, torch.tensor([T]))
+    assert torch.equal(lens, got_lens)
+    assert rel_err(got[0, : int(lens[0])], ref[0, : int(lens[0])]) < REL_TOL
+
+
+def test_long_form_cli_decodes_offline_with_the_quantized_model(tmp_path, rng):
+    config, model_file = make_model_files(tmp_path, "mh_ssm", CAUSAL_MH_SSM)
+    scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
+    out = tmp_path / "decode"
+    asr_inference_longform.main([
+        "--asr_train_config", str(config), "--asr_model_file", str(model_file),
+        "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
+        "--mode", "offline", "--quantize_asr_model", "true",
+        "--quantize_modules", "Linear", "Conv2d",
+    ])
+    s2t = LongFormSpeech2Text(config, model_file, mode="offline", quantize_asr_model=True,
+                              quantize_modules=["Linear", "Conv2d"])
+    assert any(isinstance(m, PatchLinear2d) for m in s2t.asr_model.modules())
+    ids = read_table(out / "1best_recog" / "token_int")
+    for key, (x, _) in audio.items():
+        assert ids[key] == " ".join(map(str, s2t(torch.from_numpy(x)).token_ids))

@@ -14,7 +14,9 @@ token_int,score}``. The log gives each recording's real-time factor and per-chun
 Search: CTC greedy (``--beam_size 1``) or CTC prefix beam search; ``--penalty`` is its per-token
 length bonus; ``--ctc_weight`` below 1 rescores the final n-best list with the attention decoder.
 ``--maxlenratio``/``--minlenratio`` are accepted so that ESPnet decode configs load; the CTC
-search does not use them. Language models are not supported.
+search does not use them. Language models are not supported. On a CPU, ``--quantize_asr_model
+true`` decodes with an int8 copy of the model (ESPnet's option; ``--quantize_modules Linear
+Conv2d`` quantizes the conv2d subsampling too), see :mod:`espnet_ssm.streaming.quantization`.
 """
 from __future__ import annotations
 
