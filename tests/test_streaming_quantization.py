@@ -9,6 +9,8 @@ named.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from espnet2.tasks.asr import encoder_choices
@@ -24,7 +26,7 @@ from espnet_ssm.streaming.recognizer import prepare_model
 from test_streaming_cli import read_table, write_scp
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 from test_streaming_encoder import CASES, D_IN, build, stream
-from test_streaming_speech2text import CAUSAL_MH_SSM, make_model_files
+from test_streaming_speech2text import CAUSAL_MH_SSM, CAUSAL_SSM_CONFORMER, make_model_files
 
 REL_TOL = 5e-2
 
@@ -191,3 +193,17 @@ def test_long_form_cli_decodes_offline_with_the_quantized_model(tmp_path, rng):
     ids = read_table(out / "1best_recog" / "token_int")
     for key, (x, _) in audio.items():
         assert ids[key] == " ".join(map(str, s2t(torch.from_numpy(x)).token_ids))
+
+
+def test_quantized_model_rescores_with_its_quantized_decoder(tmp_path, rng):
+    """Attention rescoring at the end of a stream runs on the quantized copy's decoder."""
+    config, model_file = make_model_files(tmp_path, "ssm_conformer", CAUSAL_SSM_CONFORMER,
+                                          decoder=True)
+    s2t = StreamingSpeech2Text(config, model_file, beam_size=3, nbest=3, ctc_weight=0.3,
+                               quantize_asr_model=True)
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in s2t.asr_model.decoder.modules())
+    speech = torch.from_numpy(rng.uniform(-0.5, 0.5, 12000).astype("float32"))
+    results = s2t.recognize(speech, int(rng.integers(500, 3000)))
+    assert len(results) >= 1
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True) and all(map(math.isfinite, scores))
