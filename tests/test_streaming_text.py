@@ -1,12 +1,15 @@
 """Words and their times from decoded token spans (char and sentencepiece tokens)."""
 from __future__ import annotations
 
+import copy
 import string
 
 import numpy as np
 import pytest
+import torch
 
 from espnet_ssm.streaming.ctc_greedy import TokenSpan
+from espnet_ssm.streaming.decoding import CTCSearch, Recognition
 from espnet_ssm.streaming.text import TokenText
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 
@@ -47,7 +50,8 @@ def test_char_tokens_group_at_space(rng):
         assert w.end == pytest.approx(spans[b].end * frame_seconds)
 
 
-def test_sentencepiece_tokens_group_at_word_starts(tmp_path, rng):
+def sentencepiece_text(tmp_path, rng):
+    """A small sentencepiece model over random words: (TokenText, token list, processor, words)."""
     spm = pytest.importorskip("sentencepiece")
     vocab = ["".join(rng.choice(list("ABCDEFGHIJ"), size=rng.integers(2, 8))) for _ in range(60)]
     corpus = tmp_path / "corpus.txt"
@@ -60,7 +64,11 @@ def test_sentencepiece_tokens_group_at_word_starts(tmp_path, rng):
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "bpe.model"))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     token_list = ["<blank>", "<unk>"] + pieces[1:] + ["<sos/eos>"]  # ESPnet's bpe token list
-    text = TokenText(token_list, "bpe", str(tmp_path / "bpe.model"))
+    return TokenText(token_list, "bpe", str(tmp_path / "bpe.model")), token_list, sp, vocab
+
+
+def test_sentencepiece_tokens_group_at_word_starts(tmp_path, rng):
+    text, token_list, sp, vocab = sentencepiece_text(tmp_path, rng)
     words = random_words(rng, vocab, int(rng.integers(1, 10)))
     ids, bounds = [], []
     for w in words:
@@ -73,3 +81,34 @@ def test_sentencepiece_tokens_group_at_word_starts(tmp_path, rng):
     assert text.text(ids) == " ".join(words)
     for w, (a, b) in zip(got, bounds):
         assert (w.start, w.end) == pytest.approx((spans[a].start * 0.04, spans[b].end * 0.04))
+
+
+@pytest.mark.parametrize("token_type", ["char", "bpe", "word"])
+def test_greedy_partial_results_equal_results_built_from_scratch(token_type, tmp_path, rng):
+    """Partial results keep finished words between calls; they must equal a full rebuild, and
+    what was handed out earlier must not change when the stream goes on."""
+    if token_type == "bpe":
+        text = sentencepiece_text(tmp_path, rng)[0]
+    else:
+        units = list(string.ascii_uppercase) if token_type == "char" else ["ab", "cd", "ef"]
+        text = TokenText(["<blank>", "<unk>", "<space>"] + units + ["<sos/eos>"], token_type)
+    V = len(text.converter.token_list)
+    T = int(rng.integers(200, 400))
+    peaky = torch.from_numpy(rng.normal(0, 1, (T, V))) * 4
+    peaky[:, 0] += 3  # blanks between tokens, as CTC paths have
+    log_probs = torch.log_softmax(peaky, dim=-1)
+    search, frame_seconds = CTCSearch(blank=0), float(rng.uniform(0.01, 0.08))
+    handed_out, t = [], 0
+    while t < T:
+        n = int(rng.integers(1, 12))
+        search.step(log_probs[t : t + n])
+        t += n
+        got = search.results(text, frame_seconds)[0]
+        greedy = search.search
+        ids, spans = greedy.tokens, [TokenSpan(s.token, s.start, s.end) for s in greedy.spans]
+        assert got == Recognition(text.text(ids), text.tokens(ids), ids, greedy.score, spans,
+                                  text.words(spans, frame_seconds))
+        handed_out.append((got, copy.deepcopy(got)))
+    assert len(handed_out[-1][0].words) > 3
+    for got, snapshot in handed_out:
+        assert got == snapshot

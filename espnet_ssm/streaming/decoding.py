@@ -79,10 +79,12 @@ class CTCSearch:
             self.search = StreamingCTCPrefixBeamSearch(
                 beam_size, blank, length_bonus, token_beam if token_beam else beam_size
             )
+        self._greedy: Optional[_GreedyResult] = None
 
     def reset(self) -> None:
         """Start a new utterance."""
         self.search.reset()
+        self._greedy = None
 
     def step(self, log_probs: torch.Tensor) -> None:
         """Consume (t, V) CTC log probabilities."""
@@ -106,7 +108,16 @@ class CTCSearch:
         rescorer: Optional["AttentionRescorer"] = None,
         enc: Optional[torch.Tensor] = None,
     ) -> List[Recognition]:
-        """The n-best list as :class:`Recognition` objects (rescored when ``rescorer`` given)."""
+        """The n-best list as :class:`Recognition` objects (rescored when ``rescorer`` given).
+
+        Greedy search converts each finished word once per utterance (:class:`_GreedyResult`),
+        so that partial results of a long live stream do not cost time in proportion to the
+        whole transcript's words; beam hypotheses can change anywhere and are rebuilt.
+        """
+        if isinstance(self.search, StreamingCTCGreedy) and rescorer is None:
+            if self._greedy is None or not self._greedy.serves(text, frame_seconds):
+                self._greedy = _GreedyResult(text, frame_seconds)
+            return [self._greedy.update(self.search.state.spans, self.search.score)]
         hyps = self.hypotheses()
         scores = [score for _, _, score in hyps]
         if rescorer is not None and enc is not None and enc.size(1) > 0:
@@ -118,6 +129,45 @@ class CTCSearch:
                         text.words(spans, frame_seconds))
             for (ids, spans, _), score in zip(hyps, scores)
         ]
+
+
+class _GreedyResult:
+    """The greedy hypothesis of one utterance as a :class:`Recognition`, kept up to date.
+
+    Greedy CTC only appends tokens (and lengthens the last token's frame span), so token
+    strings are converted once, and so is every word followed by a word boundary: it can no
+    longer change. Only the last, unfinished word is regrouped on each call. Equal to
+    ``Recognition`` built from scratch (tests).
+    """
+
+    def __init__(self, text: TokenText, frame_seconds: float):
+        self.text, self.frame_seconds = text, frame_seconds
+        self.ids: List[int] = []
+        self.tokens: List[str] = []
+        self.done = 0  # spans[:done] form finished words
+        self.words: List[WordStamp] = []
+
+    def serves(self, text: TokenText, frame_seconds: float) -> bool:
+        return text is self.text and frame_seconds == self.frame_seconds
+
+    def update(self, spans: List[TokenSpan], score: float) -> Recognition:
+        """The current hypothesis from the search's spans (not modified)."""
+        new = [s.token for s in spans[len(self.ids):]]
+        self.ids += new
+        self.tokens += self.text.tokens(new)
+        boundary = next((i for i in range(len(self.tokens) - 1, self.done, -1)
+                         if self.text.starts_word(self.tokens[i])), self.done)
+        if boundary > self.done:  # words before the last boundary are final
+            self.words += self.text.words(spans[self.done : boundary], self.frame_seconds)
+            self.done = boundary
+        own = list(spans)
+        if own:  # the last span may still grow: hand out a copy of it
+            own[-1] = TokenSpan(own[-1].token, own[-1].start, own[-1].end)
+        return Recognition(
+            self.text.text_of_tokens(self.tokens), list(self.tokens), list(self.ids),
+            float(score), own,
+            self.words + self.text.words(spans[self.done :], self.frame_seconds),
+        )
 
 
 class AttentionRescorer:

@@ -59,6 +59,20 @@ class TokenText:
             return None
         return self.tokenizer.tokens2text(self.tokens(ids))
 
+    def text_of_tokens(self, tokens: Sequence[str]) -> Optional[str]:
+        """Detokenised text of token strings (None without a tokenizer)."""
+        return None if self.tokenizer is None else self.tokenizer.tokens2text(list(tokens))
+
+    def starts_word(self, token: str) -> bool:
+        """Whether a word boundary lies just before ``token`` (the grouping of :meth:`words`):
+        the space symbol for characters, the word-start marker for sentencepiece, every token
+        for word or phone units."""
+        if self.token_type == "char":
+            return token == CHAR_SPACE
+        if self.token_type == "bpe":
+            return token.startswith(SPM_SPACE)
+        return True
+
     def words(self, spans: Sequence[TokenSpan], frame_seconds: float) -> List[WordStamp]:
         """Group decoded tokens into words and give each its time span.
 
@@ -81,15 +95,10 @@ class TokenText:
 
         strings = self.tokens([s.token for s in spans])
         for span, token in zip(spans, strings):
-            if self.token_type == "char":
-                if token == CHAR_SPACE:
-                    flush()
-                    continue
-            elif self.token_type == "bpe":
-                if token.startswith(SPM_SPACE):
-                    flush()
-            else:  # word / phone level: every token is its own unit
+            if self.starts_word(token):
                 flush()
+                if self.token_type == "char":  # the space itself belongs to no word
+                    continue
             group.append(span)
         flush()
         return out
