@@ -343,6 +343,30 @@ def test_failed_parallel_job_names_its_log(recipe):
     assert last in (work / "dump/raw/broken_set/logs/format_wav.2.log").read_text()
 
 
+def test_stage12_streaming_decoding(recipe):
+    """--use_streaming true: a causal model is decoded chunk by chunk through stages 12-13, with
+    the RTF report and a RESULTS.md row; asking for the LM with it is refused."""
+    work, _ = recipe
+    causal = ["--asr_tag", "tiny_causal", "--use_lm", "false", "--asr_args",
+              "--max_epoch 1 --encoder_conf causal=true --encoder_conf bidirectional=false"]
+    sh(work, run_args(11, 11, *causal))
+    streaming = [*causal, "--use_streaming", "true",
+                 "--inference_config", "conf/demo/decode_asr_demo_streaming.yaml"]
+    sh(work, run_args(12, 13, *streaming))
+    dec = work / "exp" / "asr_tiny_causal" / "decode_asr_demo_streaming_asr_model_valid.loss.ave"
+    keys = set(datadir.read_table(work / "data" / "test_synth" / "wav.scp"))
+    assert set(datadir.read_table(dec / "test_synth" / "text", allow_empty_value=True)) == keys
+    log = (dec / "test_synth" / "logdir" / "asr_inference.1.log").read_text()
+    chunks = [int(n) for n in re.findall(r"in (\d+) chunk\(s\)", log)]
+    assert chunks and min(chunks) > 1  # fed in 160 ms pieces (the utterances last seconds)
+    rtf = (dec / "test_synth" / "logdir" / "calculate_rtf.log").read_text()
+    assert "RTF: " in rtf and "Total audio duration: 0.000" not in rtf
+    assert "|decode_asr_demo_streaming_asr_model_valid.loss.ave/test_synth|6|" in \
+        (work / "exp" / "asr_tiny_causal" / "RESULTS.md").read_text()
+    proc = sh(work, run_args(12, 12, *streaming, "--use_lm", "true"), check=False)
+    assert proc.returncode != 0 and "--use_lm false" in proc.stdout
+
+
 def test_lm_bad_input_errors(recipe):
     """--use_ngram true is refused with the reason; a missing LM text or LM is named."""
     work, _ = recipe

@@ -82,6 +82,8 @@ inference_config= # Config for decoding.
 inference_args=   # Arguments for decoding, e.g., "--lm_weight 0.1".
 inference_asr_model=valid.acc.ave.pth # ASR model path for decoding.
 inference_lm=valid.loss.ave.pth       # Language model path for decoding.
+use_streaming=false # Stage 12 decodes chunk by chunk (causal encoders; the chunk size is the
+                    # decoding config's sim_chunk_length) with espnet_ssm.bin.asr_inference_streaming.
 
 # Upload related
 hf_repo= # Hugging Face repository (<user>/<name>) to upload the packed model to in stage 15.
@@ -198,6 +200,9 @@ Options:
                           # e.g., --inference_args "--beam_size 10"
     --inference_asr_model # ASR model path for decoding (default="${inference_asr_model}").
     --inference_lm        # Language model path for decoding (default="${inference_lm}").
+    --use_streaming       # Decode chunk by chunk with carried state: causal encoders only, CTC
+                          # search, no LM; chunk size: sim_chunk_length in the decoding config
+                          # (default="${use_streaming}").
 
     # Upload related
     --hf_repo # Hugging Face repository to upload to in stage 15 (default="${hf_repo}").
@@ -744,6 +749,15 @@ fi
 
 if run_stage 12; then
     log "Stage 12: Decoding: training_dir=${asr_exp}"
+    if "${use_streaming}"; then
+        if "${use_lm}"; then
+            log "Error: --use_streaming true decodes with CTC search only, without a language model: add --use_lm false"
+            exit 1
+        fi
+        _inference_module=espnet_ssm.bin.asr_inference_streaming
+    else
+        _inference_module=espnet_ssm.bin.asr_inference
+    fi
     if "${gpu_inference}"; then
         _cmd="${cuda_cmd}"
         _ngpu=1
@@ -778,7 +792,7 @@ if run_stage 12; then
         log "Decoding started... log: '${_logdir}/asr_inference.*.log'"
         # shellcheck disable=SC2086
         ${_cmd} --gpu "${_ngpu}" JOB=1:"${_nj}" "${_logdir}"/asr_inference.JOB.log \
-            ${python} -m espnet_ssm.bin.asr_inference \
+            ${python} -m "${_inference_module}" \
                 --batch_size 1 \
                 --ngpu "${_ngpu}" \
                 --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" \
