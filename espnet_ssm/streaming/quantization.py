@@ -4,7 +4,7 @@ ESPnet's ``Speech2Text`` offers ``quantize_asr_model``, ``quantize_modules`` (na
 ``torch.nn`` classes, default ``["Linear"]``) and ``quantize_dtype`` (``qint8`` or ``float16``),
 applied with PyTorch's ``quantize_dynamic``: weights stored as int8 (or float16), activations
 quantized on the fly from each call's observed range. :func:`quantize_asr_model` does the same,
-with two additions this package's models need:
+with what this package's models add:
 
 * pointwise (kernel-1) ``Conv1d`` layers (the multi-head SSM's head projection, the SSM
   convolution module's pointwise convolutions) are linear maps per frame that
@@ -31,12 +31,12 @@ from typing import Iterable, List, Sequence
 
 import torch
 
-from espnet_ssm.layers.mamba import MambaMixer
 from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
+from espnet_ssm.layers.mamba import MambaMixer
 
 DTYPES = ("qint8", "float16")
-# module classes torch's dynamic quantization converts (others would be left in float silently)
-# (and Conv2d, through PatchLinear2d)
+# module classes torch's dynamic quantization converts (others would be left in float silently),
+# and Conv2d, through PatchLinear2d
 SUPPORTED = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell", "Conv2d")
 # (layer class, attribute): Linear layers whose weight the layer reads as a tensor
 KEEP_FLOAT = ((MambaMixer, "dt_proj"),)
