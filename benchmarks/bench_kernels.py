@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = ("scan", "indexed", "memory", "s4d", "step")
+TABLES = ("scan", "indexed", "memory", "s4d", "step", "short")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -181,6 +181,27 @@ def worker(spec: Dict) -> Dict:
                     _, state = layer.step(x[:, t], state)
 
         return {"per_frame_s": _measure(steps, device, spec["repeats"])["time_s"] / frames}
+    if kind == "short_chunk":
+        H, N, l = spec["H"], spec["N"], spec["frames"]
+        log_dt = ops.init_log_dt(H).to(device)
+        A = ops.s4d_lin_init(N).to(device).expand(H, N)
+        B = torch.ones(H, N, dtype=torch.cfloat, device=device)
+        C = torch.randn(H, N, dtype=torch.cfloat, device=device)
+        dA, dB = ops.s4d_discretize(log_dt, A, B)
+        tables = ops.s4d_short_chunk_tables(dA, dB, C, 16)
+        u = torch.randn(1, l, H, device=device)
+        state = torch.randn(1, H, N, dtype=torch.cfloat, device=device)
+
+        def loop():
+            x = state
+            for t in range(l):
+                _, x = ops.s4d_step(x, u[:, t], dA, dB, C, check=t == 0)
+
+        with torch.no_grad():
+            frame = _measure(lambda: [loop() for _ in range(20)], device, spec["repeats"])
+            closed = _measure(lambda: [ops.s4d_short_chunk(u, state, tables) for _ in range(20)],
+                              device, spec["repeats"])
+        return {"loop_s": frame["time_s"] / 20, "closed_s": closed["time_s"] / 20}
     raise ValueError(f"unknown benchmark kind {kind!r}")
 
 
@@ -317,6 +338,20 @@ def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
         print(f"| {layer} | d_model {d_model}, N {N} | {fmt(r and r['per_frame_s'], 1e6)} |")
 
 
+def short_chunk_table(device: str, repeats: int, threads: int) -> None:
+    H, N = 512, 32
+    print(f"\n### S4D on streaming chunks: closed form vs frame loop ({device}; batch 1, H {H}, "
+          f"N {N} complex modes, caches warm)\n")
+    print("| frames per chunk | frame loop (µs) | closed form (µs) | loop / closed |")
+    print("|---:|---:|---:|---:|")
+    for frames in (4, 8, 16):
+        r = run_worker(dict(kind="short_chunk", device=device, H=H, N=N, frames=frames,
+                            repeats=repeats, threads=threads))
+        ratio = None if r is None else r["loop_s"] / r["closed_s"]
+        print(f"| {frames} | {fmt(r and r['loop_s'], 1e6, 4)} | {fmt(r and r['closed_s'], 1e6, 4)} | "
+              f"{fmt(ratio)} |")
+
+
 def fused_table(sizes: List[int], repeats: int) -> None:
     b, d, N = 2, 1024, 16
     print(
@@ -378,6 +413,8 @@ def main(argv=None) -> None:
             s4d_table(device, s4d_sizes, repeats, n_threads)
         if "step" in tables:
             step_table(device, frames, repeats, n_threads)
+        if "short" in tables:
+            short_chunk_table(device, repeats, n_threads)
     if "scan" in tables and torch.cuda.is_available():
         try:
             import mamba_ssm  # noqa: F401

@@ -6,11 +6,12 @@ streaming (a few frames) that rebuilding is most of the cost. :class:`S4DStream`
 and tabulates the recurrence :math:`x_t = \bar A x_{t-1} + \bar B u_t,\;
 y_t = \mathrm{Re}(C x_t) + D u_t` unrolled over up to ``max_frames`` frames
 (``ops.s4d_short_chunk``: three products-and-sums per chunk instead of five operations per
-frame; 1.9x faster than the frame loop at 16 frames, alone). Chunks of up to ``loop_frames``
-frames still run frame by frame (``ops.s4d_step``): inside a whole encoder, where each layer's
-data comes from memory rather than cache, the tables (O(l N) per channel against O(N)) made
-4-frame chunks slower (12 M MH-SSM, int8, 160 ms chunks: RTF 0.106-0.110 against 0.098-0.100;
-at 320 ms 0.064-0.071 against 0.070-0.081). Longer chunks go through
+frame; 1.75x faster than the frame loop at 16 frames, 1.45x at 8). Chunks of up to
+``loop_frames`` frames still run frame by frame (``ops.s4d_step``): at 4 frames the loop is
+faster already with warm caches, and inside a whole encoder, where each layer's data comes from
+memory, the tables (O(l N) per channel against O(N)) made 4-frame chunks slower still (12 M
+MH-SSM, int8, 160 ms chunks: RTF 0.106-0.110 against 0.098-0.100; at 320 ms 0.064-0.071 against
+0.070-0.081). Longer chunks go through
 ``S4D.forward_chunk`` (blocked convolution, whose set-up cost is then amortised). Both continue
 the same state, so chunk sizes can vary freely. (Per-channel matrix products (``bmm``) for the
 same closed form measured slower than the frame loop on one CPU thread: 512 tiny products.)
