@@ -17,7 +17,7 @@ from espnet2.tasks.asr import encoder_choices
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 import espnet_ssm  # noqa: F401  (registers the encoders)
-from espnet_ssm.bin import asr_inference_longform, asr_inference_streaming
+from espnet_ssm.bin import asr_inference, asr_inference_longform, asr_inference_streaming
 from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
 from espnet_ssm.streaming import LongFormSpeech2Text, StreamingSpeech2Text
 from espnet_ssm.streaming.longform import chunked_input_layer
@@ -207,3 +207,20 @@ def test_quantized_model_rescores_with_its_quantized_decoder(tmp_path, rng):
     assert len(results) >= 1
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True) and all(map(math.isfinite, scores))
+
+
+def test_espnet_inference_quantizes_speech_mamba_through_this_package(tmp_path, rng):
+    """ESPnet's own quantize_dynamic call breaks speech_mamba (dt_proj's weight is read as a
+    tensor); our asr_inference entry point routes --quantize_asr_model to quantize_asr_model."""
+    original = torch.quantization.quantize_dynamic
+    config, model_file = make_model_files(
+        tmp_path, "speech_mamba", dict(output_size=16, num_blocks=2, attention_heads=2, d_state=4))
+    scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
+    out = tmp_path / "decode"
+    asr_inference.main([
+        "--asr_train_config", str(config), "--asr_model_file", str(model_file),
+        "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
+        "--beam_size", "1", "--ctc_weight", "1.0", "--quantize_asr_model", "true",
+    ])
+    assert set(read_table(out / "1best_recog" / "token_int")) == set(audio)
+    assert torch.quantization.quantize_dynamic is original  # restored afterwards

@@ -3,12 +3,16 @@
 
 Same options as ESPnet's. Models are built by :class:`espnet_ssm.tasks.SSMASRTask`, which knows
 our encoders and refuses checkpoints whose parameters do not match the config.
+``--quantize_asr_model`` / ``--quantize_lm`` use
+:func:`espnet_ssm.streaming.quantization.quantize_asr_model` (pointwise convolutions quantized
+with the ``Linear`` layers; ``speech_mamba`` works), see ``espnet_quantization`` there.
 """
 from typing import Optional, Sequence
 
 import espnet2.bin.asr_inference as espnet_asr_inference
 
 from espnet_ssm.loading import strict_asr_loading
+from espnet_ssm.streaming.quantization import espnet_quantization
 
 
 def get_parser():
@@ -17,8 +21,9 @@ def get_parser():
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    """Run ESPnet's ASR inference with strict loading of the model file."""
-    with strict_asr_loading():
+    """Run ESPnet's ASR inference with strict loading of the model file (and this package's
+    dynamic quantization)."""
+    with strict_asr_loading(), espnet_quantization():
         espnet_asr_inference.main(cmd)
 
 

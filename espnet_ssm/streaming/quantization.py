@@ -25,11 +25,13 @@ so a streamed chunk and the whole utterance round differently (relative error ab
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from typing import Iterable, List, Sequence
+from typing import Iterable, Iterator, List, Sequence
 
 import torch
+from torch.ao.quantization.quantize import quantize_dynamic  # bound now: see espnet_quantization
 
 from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
 from espnet_ssm.layers.mamba import MambaMixer
@@ -107,4 +109,32 @@ def quantize_asr_model(
     # per module name, so that the float-only ones can be left out
     spec = {name: qconfig for name, m in model.named_modules()
             if (isinstance(m, classes) and id(m) not in keep) or id(m) in targets}
-    return torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, inplace=True)
+    return quantize_dynamic(model, qconfig_spec=spec, inplace=True)
+
+
+@contextlib.contextmanager
+def espnet_quantization() -> Iterator[None]:
+    """Within this block, ESPnet's ``--quantize_asr_model`` / ``--quantize_lm`` go through
+    :func:`quantize_asr_model`.
+
+    ESPnet's ``Speech2Text`` calls ``torch.quantization.quantize_dynamic(model, {classes},
+    dtype)`` itself. On this package's models that leaves the pointwise convolutions in float
+    and breaks ``speech_mamba`` (its ``dt_proj`` weight is read as a tensor, and a quantized
+    layer has none). Calls of that form are redirected here; any other call is passed on.
+    """
+    original = torch.quantization.quantize_dynamic
+
+    def redirected(model, qconfig_spec=None, dtype=torch.qint8, mapping=None, inplace=False):
+        classes = qconfig_spec if isinstance(qconfig_spec, (set, list, tuple)) else ()
+        names = [c.__name__ for c in classes if isinstance(c, type)]
+        if (not names or len(names) != len(classes) or mapping is not None or inplace
+                or dtype not in (torch.qint8, torch.float16)
+                or any(n not in SUPPORTED for n in names)):
+            return original(model, qconfig_spec, dtype, mapping, inplace)
+        return quantize_asr_model(model, names, "qint8" if dtype == torch.qint8 else "float16")
+
+    torch.quantization.quantize_dynamic = redirected
+    try:
+        yield
+    finally:
+        torch.quantization.quantize_dynamic = original
