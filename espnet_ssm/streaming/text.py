@@ -55,9 +55,7 @@ class TokenText:
 
     def text(self, ids: Sequence[int]) -> Optional[str]:
         """Detokenised text (None without a tokenizer, as in ESPnet's inference)."""
-        if self.tokenizer is None:
-            return None
-        return self.tokenizer.tokens2text(self.tokens(ids))
+        return self.text_of_tokens(self.tokens(ids))
 
     def text_of_tokens(self, tokens: Sequence[str]) -> Optional[str]:
         """Detokenised text of token strings (None without a tokenizer)."""
