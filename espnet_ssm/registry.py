@@ -8,6 +8,7 @@ never overwrite a name ESPnet already defines.
 
 ``espnet2.tasks.enh_s2t`` deep-copies the ASR registry when it is imported, so that copy is
 registered separately; the same holds for every task module listed in :data:`ENCODER_REGISTRIES`.
+Model classes (``model: <name>``) are registered the same way in :data:`MODEL_REGISTRIES`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ ENCODER_REGISTRIES: Tuple[Tuple[str, str], ...] = (
 )
 
 
+# (task module, attribute) pairs that hold an ASR model registry (``model:`` in a config).
+MODEL_REGISTRIES: Tuple[Tuple[str, str], ...] = (("espnet2.tasks.asr", "model_choices"),)
+
+
 class RegistryCollisionError(ValueError):
     """A name we register is already taken in an ESPnet registry by a different class."""
 
@@ -33,14 +38,16 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _register_one(choices, registry_label: str, name: str, cls: type) -> bool:
+def _register_one(
+    choices, registry_label: str, name: str, cls: type, kind: str = "encoder"
+) -> bool:
     """Add ``name -> cls`` to one ``ClassChoices``; return True when it was added now."""
     existing = choices.classes.get(name)
     if existing is cls:
         return False  # idempotent: already ours
     if existing is not None:
         raise RegistryCollisionError(
-            f"Cannot register encoder '{name}' ({_qualname(cls)}) in {registry_label}: "
+            f"Cannot register {kind} '{name}' ({_qualname(cls)}) in {registry_label}: "
             f"the name is already taken by {_qualname(existing)}."
         )
     choices.classes[name] = cls
@@ -113,3 +120,46 @@ def our_encoders() -> Dict[str, type]:
         if cls is not None:
             found[name] = cls
     return found
+
+
+def register_models(
+    models: Dict[str, type],
+    registries: Iterable[Tuple[str, str]] = MODEL_REGISTRIES,
+) -> List[str]:
+    """Register ``{name: model_class}`` in ESPnet's ASR model registry (``model:`` in a config).
+
+    Same rules as :func:`register_encoders`: lower-case names only, idempotent, never replacing a
+    class ESPnet (or anybody else) registered under the same name.
+
+    Raises:
+        ValueError: a name is not lower-case or is reserved.
+        TypeError: a class does not subclass ESPnet's ``ESPnetASRModel``.
+        RegistryCollisionError: a name is already used by another class.
+    """
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    for name, cls in models.items():
+        if name != name.lower() or name in ("none", "nil", "null"):
+            raise ValueError(
+                f"Model registry names must be lower-case and not none/nil/null, got '{name}'"
+            )
+        # ASRTask.build_model is type-checked to return an ESPnetASRModel.
+        if not (isinstance(cls, type) and issubclass(cls, ESPnetASRModel)):
+            raise TypeError(
+                f"Model '{name}' ({cls!r}) must subclass espnet2.asr.espnet_model.ESPnetASRModel"
+            )
+    added: List[str] = []
+    for module_name, attr in registries:
+        choices = getattr(importlib.import_module(module_name), attr)
+        label = f"{module_name}.{attr}"
+        for name, cls in models.items():
+            if _register_one(choices, label, name, cls, kind="model"):
+                added.append(f"{label}:{name}")
+    return added
+
+
+def our_models() -> Dict[str, type]:
+    """The ASR model classes this package provides, by registry name."""
+    from espnet_ssm.transducer.model import MODEL_NAME, ESPnetSSMTransducerModel
+
+    return {MODEL_NAME: ESPnetSSMTransducerModel}
