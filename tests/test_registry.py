@@ -1,10 +1,12 @@
 """Registration of our encoders in ESPnet's registries."""
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
 import textwrap
+from typing import Dict, Optional
 
 import pytest
 import torch
@@ -15,11 +17,11 @@ from espnet_ssm.registry import ENCODER_REGISTRIES, RegistryCollisionError, regi
 NAMES = ("mh_ssm", "stateformer", "speech_mamba", "ssm_conformer")
 
 
-def _run_fresh(code: str, stdin: bytes = b"") -> str:
+def _run_fresh(code: str, stdin: bytes = b"", env: Optional[Dict[str, str]] = None) -> str:
     """Run ``code`` in a fresh interpreter and return its stdout (fails the test on error)."""
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        input=stdin, capture_output=True, timeout=300,
+        input=stdin, capture_output=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return proc.stdout.decode()
@@ -59,6 +61,8 @@ def test_spawned_worker_target_registers_on_unpickling():
         print(sorted(after - before), target.__qualname__)
         """,
         stdin=payload,
+        # without the start-up hook, which would register as soon as espnet2.tasks.asr is imported
+        env=dict(os.environ, ESPNET_SSM_AUTOREGISTER="0"),
     )
     for name in NAMES:
         assert f"'{name}'" in out
