@@ -14,11 +14,16 @@
 5. returns ``(out, olens, None)``, or ``((out, [(idx, hidden), ...]), olens, None)``.
 
 Outputs (final and intermediate) are zero at padded frames.
+
+``SSMEncoderBase.forward_chunk(xs, state=None, is_final=False, ctc=None)`` runs a causal
+encoder chunk by chunk: each part (input layer, blocks and their layers) continues from its own
+state through its ``forward_chunk``, which shares its code with its ``forward``; the
+concatenated outputs over a stream equal ``forward`` on the whole input.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, List, Optional, Tuple, Union
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
@@ -33,7 +38,8 @@ from espnet_ssm.encoders.options import (
     parse_options,
 )
 from espnet_ssm.layers.attention import attention_mask, build_pos_enc
-from espnet_ssm.layers.frontend import InputLayer
+from espnet_ssm.layers.frontend import InputLayer, InputLayerState
+from espnet_ssm.layers.streaming import check_streamable
 from espnet_ssm.ops.padding import lengths_to_mask
 
 EncoderOutput = Tuple[
@@ -60,6 +66,14 @@ class EncoderContext:
     pos_emb: Optional[torch.Tensor] = None
 
 
+@dataclass
+class EncoderStreamState:
+    """One stream's state: the input layer's and each block's (opaque to callers)."""
+
+    input: Optional[InputLayerState] = None
+    blocks: List[Any] = field(default_factory=list)
+
+
 class SSMEncoderBase(AbsEncoder):
     """Front-end, InterCTC and input checks shared by the encoder families.
 
@@ -67,8 +81,9 @@ class SSMEncoderBase(AbsEncoder):
     :mod:`espnet_ssm.encoders.options` with its own keys), ``uses_attention`` when its blocks
     attend, and ``build_block(o)``, which makes one block ``block(x, ctx) -> x`` from the parsed
     options ``o``. The constructor ``cls(input_size, **encoder_conf)`` parses and checks the
-    options into ``self.options``, builds the input layer and ``num_blocks`` blocks. Each
-    family's ``__init__`` carries the signature of its ``Options`` (every key, with its default).
+    options into ``self.options``, builds the input layer and ``num_blocks`` blocks. A family
+    that does not define ``__init__`` gets one carrying the signature of its ``Options`` (every
+    key, with its default), which ESPnet's tools read; one that does keeps its own.
     """
 
     Options: ClassVar[type] = EncoderOptions
@@ -76,6 +91,8 @@ class SSMEncoderBase(AbsEncoder):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            return
 
         def __init__(self, input_size: int, **options: Any) -> None:
             SSMEncoderBase.__init__(self, input_size, **options)
@@ -199,19 +216,89 @@ class SSMEncoderBase(AbsEncoder):
         ctx = EncoderContext(mask, olens, att_mask, pos_emb)
 
         intermediates: List[Tuple[int, torch.Tensor]] = []
-        for idx, block in enumerate(self.encoders, start=1):
-            x = block(x, ctx)
-            if idx in self.interctc_layer_idx:
-                hidden = self._finish(x, mask)
-                intermediates.append((idx, hidden))
-                if self.interctc_use_conditioning:
-                    if ctc is None or self.conditioning_layer is None:
-                        raise RuntimeError(
-                            "interctc_use_conditioning needs the model's CTC module "
-                            "(ctc_weight > 0) and its conditioning_layer"
-                        )
-                    x = x + self.conditioning_layer(ctc.softmax(hidden))
-        out = self._finish(x, mask)
+        out = self._run_blocks(
+            x, lambda i, block, h: block(h, ctx), lambda h: self._finish(h, mask), ctc,
+            intermediates,
+        )
         if intermediates:
             return (out, intermediates), olens, None
         return out, olens, None
+
+    def _run_blocks(
+        self,
+        x: torch.Tensor,
+        run_block: Callable,
+        finish: Callable[[torch.Tensor], torch.Tensor],
+        ctc: Optional[torch.nn.Module],
+        intermediates: Optional[List[Tuple[int, torch.Tensor]]] = None,
+    ) -> torch.Tensor:
+        """The blocks (block i as ``run_block(i, block, x)``) with InterCTC after the listed
+        ones, then ``finish`` (the final norm); intermediate outputs go to ``intermediates``."""
+        for idx, block in enumerate(self.encoders, start=1):
+            x = run_block(idx - 1, block, x)
+            if idx not in self.interctc_layer_idx:
+                continue
+            if intermediates is None and not self.interctc_use_conditioning:
+                continue  # nobody reads this layer's output
+            hidden = finish(x)
+            if intermediates is not None:
+                intermediates.append((idx, hidden))
+            if self.interctc_use_conditioning:
+                if ctc is None or self.conditioning_layer is None:
+                    raise RuntimeError(
+                        "interctc_use_conditioning needs the model's CTC module "
+                        "(ctc_weight > 0) and its conditioning_layer"
+                    )
+                x = x + self.conditioning_layer(ctc.softmax(hidden))
+        return finish(x)
+
+    # ------------------------------------------------------------------ streaming
+    def forward_chunk(
+        self,
+        xs: torch.Tensor,
+        state: Optional[EncoderStreamState] = None,
+        is_final: bool = False,
+        ctc: Optional[torch.nn.Module] = None,
+    ) -> Tuple[torch.Tensor, Optional[EncoderStreamState]]:
+        """Encode the next chunk of a stream (inference: no dropout).
+
+        Args:
+            xs: (B, t, input_size) normalised feature frames (t may be 0); usually B = 1.
+            state: what the previous call returned; None starts a stream.
+            is_final: the stream ends here (the returned state is None).
+            ctc: ESPnet's CTC module, needed with ``interctc_use_conditioning``.
+
+        Returns:
+            (B, t', d) encoder frames that are final after this chunk (t' may be 0), and the
+            state for the next call.
+
+        Raises:
+            StreamingNotSupported: the encoder looks ahead (named part and reason).
+        """
+        if state is None:
+            check_streamable(self)
+            state = EncoderStreamState(None, [None] * len(self.encoders))
+        if xs.dim() != 3 or xs.size(-1) != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}.forward_chunk: expected features (batch, frames, "
+                f"{self.input_size}), got shape {tuple(xs.shape)}"
+            )
+        if not torch.isfinite(xs).all():
+            raise ValueError(f"{type(self).__name__}.forward_chunk: non-finite (NaN or Inf) "
+                             "input features")
+        x, input_state = self.embed.forward_chunk(xs, state.input)
+        blocks = list(state.blocks)
+        if x.size(1):
+
+            def run(i: int, block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+                y, blocks[i] = block.forward_chunk(h, blocks[i])
+                return y
+
+            x = self._run_blocks(x, run, self.after_norm, ctc)
+        return x, (None if is_final else EncoderStreamState(input_state, blocks))
+
+    def streaming_obstacle(self) -> Optional[str]:
+        """Why this encoder cannot stream as configured (``causal: false``), or None."""
+        if self.causal:
+            return None
+        return "causal: false (only encoders built with causal: true run chunk by chunk)"

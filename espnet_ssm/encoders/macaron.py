@@ -19,7 +19,7 @@ The ``build_*`` helpers make the modules the encoder families share from their p
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
@@ -47,7 +47,7 @@ def build_self_attention(o: AttentionOptions, use_sdpa: bool = False) -> SelfAtt
     """ESPnet's (relative-position) multi-head self-attention of the options ``o``."""
     return SelfAttention(
         o.selfattention_layer_type, o.attention_heads, o.output_size, o.attention_dropout_rate,
-        use_sdpa=use_sdpa,
+        use_sdpa=use_sdpa, causal=o.causal, left_context=o.attention_left_context,
     )
 
 
@@ -121,16 +121,36 @@ class MacaronBlock(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: EncoderContext) -> torch.Tensor:
         """(B, T, d) -> (B, T, d)."""
+
+        def mix(i: int, kind: str, mixer: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if kind == "attention":
+                return mixer(h, ctx.att_mask, ctx.pos_emb)
+            return mixer(h, ctx.mask)
+
+        return self._block(x, mix)
+
+    def forward_chunk(
+        self, x: torch.Tensor, state: Optional[List[Any]] = None
+    ) -> Tuple[torch.Tensor, List[Any]]:
+        """A chunk (1, t, d) continuing from ``state`` (one entry per mixer; None: the start)
+        -> ((1, t, d), new state). Inference only (dropout is not applied)."""
+        state = list(state) if state is not None else [None] * len(self.mixers)
+
+        def mix(i: int, kind: str, mixer: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+            y, state[i] = mixer.forward_chunk(h, state[i])
+            return y
+
+        return self._block(x, mix), state
+
+    def _block(self, x: torch.Tensor, mix: Callable) -> torch.Tensor:
+        """The block's maths, with mixer i applied as ``mix(i, kind, mixer, normed x)``."""
         if self.feed_forward_macaron is not None:
             x = x + self.ff_scale * self.dropout(
                 self.feed_forward_macaron(self.norm_ff_macaron(x))
             )
-        for kind, mixer, norm in zip(self.mixer_kinds, self.mixers, self.mixer_norms):
-            h = norm(x)
-            if kind == "attention":
-                h = mixer(h, ctx.att_mask, ctx.pos_emb)
-            else:
-                h = mixer(h, ctx.mask)
-            x = x + self.dropout(h)
+        for i, (kind, mixer, norm) in enumerate(
+            zip(self.mixer_kinds, self.mixers, self.mixer_norms)
+        ):
+            x = x + self.dropout(mix(i, kind, mixer, norm(x)))
         x = x + self.ff_scale * self.dropout(self.feed_forward(self.norm_ff(x)))
         return self.norm_final(x) if self.norm_final is not None else x

@@ -21,7 +21,7 @@ concatenated and projected) and ``causal`` (causally masked attention, forward s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
@@ -63,6 +63,11 @@ class MambaResidual(torch.nn.Module):
         """(B, T, d) -> (B, T, d); ``mask`` (B, T) True at real frames."""
         return x + self.dropout(self.mixer(self.norm(x), mask))
 
+    def forward_chunk(self, x: torch.Tensor, state: Any = None) -> Tuple[torch.Tensor, Any]:
+        """A chunk (B, t, d) continuing from the mixer's ``state`` -> ((B, t, d), new state)."""
+        y, state = self.mixer.forward_chunk(self.norm(x), state)
+        return x + self.dropout(y), state
+
 
 class SpeechMambaLayer(torch.nn.Module):
     """Mamba block, attention, Mamba block (see the module docstring)."""
@@ -84,9 +89,29 @@ class SpeechMambaLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: EncoderContext) -> torch.Tensor:
         """(B, T, d) -> (B, T, d)."""
-        x = self.mamba_in(x, ctx.mask)
-        x = x + self.dropout(self.attention(self.attention_norm(x), ctx.att_mask, ctx.pos_emb))
-        return self.mamba_out(x, ctx.mask)
+        return self._layer(
+            x,
+            lambda i, part, h: part(h, ctx.mask) if i != 1 else part(h, ctx.att_mask, ctx.pos_emb),
+        )
+
+    def forward_chunk(
+        self, x: torch.Tensor, state: Optional[List[Any]] = None
+    ) -> Tuple[torch.Tensor, List[Any]]:
+        """A chunk (1, t, d) continuing from ``state`` (Mamba, attention, Mamba states; None:
+        the start) -> ((1, t, d), new state)."""
+        state = list(state) if state is not None else [None, None, None]
+
+        def run(i: int, part: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+            y, state[i] = part.forward_chunk(h, state[i])
+            return y
+
+        return self._layer(x, run), state
+
+    def _layer(self, x: torch.Tensor, run: Callable) -> torch.Tensor:
+        """Mamba block, attention residual, Mamba block; part i applied as ``run(i, part, h)``."""
+        x = run(0, self.mamba_in, x)
+        x = x + self.dropout(run(1, self.attention, self.attention_norm(x)))
+        return run(2, self.mamba_out, x)
 
 
 @dataclass

@@ -5,10 +5,28 @@ per query). :func:`attention_mask` builds either: full attention over valid keys
 ``causal``, query ``i`` sees keys ``j <= i`` (and ``j >= i - left_context`` when a left context
 is set). Rows of padded queries see every valid key, so that no row is fully masked (a fully
 masked row makes PyTorch's fused attention return NaN); their outputs are never used.
+
+Streaming (:meth:`SelfAttention.forward_chunk`, causal layers only): a causal, left-limited
+attention (query i sees keys j with :math:`0 \le i - j \le L`) only needs the keys and values of
+the last L frames. With the chunk's queries q, keys k and values v (ESPnet's ``forward_qkv``)
+after that cache,
+
+.. math::
+
+    s_{ij} = \frac{(q_i + u)\cdot k_j + (q_i + v')\cdot P\,e(i - j)}{\sqrt{d_k}},\qquad
+    y_i = W_o \sum_j \mathrm{softmax}_j(s_{ij})\, v_j
+
+where the positional term (u, v', P of ``RelPositionMultiHeadedAttention``, e(r) the row of
+ESPnet's latest ``RelPositionalEncoding`` table for distance r) is present only for
+``rel_selfattn``; ``selfattn`` has :math:`s_{ij} = q_i \cdot k_j / \sqrt{d_k}`. Masked scores are
+filled and zeroed by ESPnet's ``forward_attention``, as offline. With an unlimited left context
+(L = -1) the cache keeps every frame: cost and memory then grow with the stream.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.attention import (
@@ -20,6 +38,9 @@ from espnet.nets.pytorch_backend.transformer.embedding import (
     RelPositionalEncoding,
     ScaledPositionalEncoding,
 )
+
+from espnet_ssm.layers.streaming import require_streamable
+from espnet_ssm.layers.weight_cache import WeightCache
 
 POS_ENC_TYPES = ("none", "abs_pos", "scaled_abs_pos", "rel_pos")
 ATTENTION_TYPES = ("selfattn", "rel_selfattn")
@@ -43,6 +64,14 @@ def build_pos_enc(
     raise ValueError(f"pos_enc_layer_type={kind!r}: choose one of {list(POS_ENC_TYPES)}")
 
 
+@dataclass
+class AttentionCache:
+    """Keys and values (B, heads, C, d_k) of the last C frames before the next chunk."""
+
+    key: Optional[torch.Tensor] = None
+    value: Optional[torch.Tensor] = None
+
+
 class SelfAttention(torch.nn.Module):
     """ESPnet multi-head self-attention taking ``(x, att_mask, pos_emb)``.
 
@@ -53,19 +82,25 @@ class SelfAttention(torch.nn.Module):
         heads: number of heads (must divide ``size``).
         size: model dimension.
         dropout_rate: attention-weight dropout.
+        causal: queries see no later keys (the encoder's mask says so offline; this layer's
+            ``forward_chunk`` needs it).
+        left_context: past frames a causal query sees (-1: all), as the encoder's mask.
     """
 
     def __init__(
-        self, kind: str, heads: int, size: int, dropout_rate: float, use_sdpa: bool = False
+        self, kind: str, heads: int, size: int, dropout_rate: float, use_sdpa: bool = False,
+        causal: bool = False, left_context: int = -1,
     ):
         super().__init__()
         self.kind = kind
+        self.causal, self.left_context = causal, left_context
         if kind == "selfattn":
             self.attn = MultiHeadedAttention(heads, size, dropout_rate, use_sdpa=use_sdpa)
         elif kind == "rel_selfattn":
             self.attn = RelPositionMultiHeadedAttention(heads, size, dropout_rate)
         else:
             raise ValueError(f"attention type {kind!r}: choose one of {list(ATTENTION_TYPES)}")
+        self._projected: WeightCache = WeightCache()  # P e(r) per head, for chunks
 
     def forward(
         self, x: torch.Tensor, att_mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None
@@ -74,6 +109,63 @@ class SelfAttention(torch.nn.Module):
         if self.kind == "rel_selfattn":
             return self.attn(x, x, x, pos_emb, att_mask)
         return self.attn(x, x, x, att_mask)
+
+    def forward_chunk(
+        self, x: torch.Tensor, cache: Optional[AttentionCache] = None
+    ) -> Tuple[torch.Tensor, AttentionCache]:
+        """Causal attention of the chunk x (B, t, D) over the cached frames and itself ->
+        ((B, t, D), the cache for the next chunk)."""
+        require_streamable(self)
+        attn, t = self.attn, x.size(1)
+        q, k, v = attn.forward_qkv(x, x, x)  # (B, h, t, d_k)
+        if cache is not None and cache.key is not None:
+            k = torch.cat([cache.key, k], dim=2)
+            v = torch.cat([cache.value, v], dim=2)
+        c = k.size(2) - t  # cached frames
+        # query i (chunk position) sits at key position c + i; its distance to key j is c + i - j
+        dist = (torch.arange(t, device=x.device)[:, None] + c) - torch.arange(c + t, device=x.device)
+        allowed = dist >= 0
+        if self.left_context >= 0:
+            allowed &= dist <= self.left_context
+        if self.kind == "rel_selfattn":
+            qt = q.transpose(1, 2)  # (B, t, h, d_k)
+            q_u = (qt + attn.pos_bias_u).transpose(1, 2)
+            q_v = (qt + attn.pos_bias_v).transpose(1, 2)
+            p = self._projected_distances(c + t - 1, x)  # (h, R + 1, d_k)
+            bd = torch.matmul(q_v, p.transpose(-2, -1))  # (B, h, t, R + 1): by distance
+            bd = bd.gather(-1, dist.clamp(min=0).expand(*bd.shape[:2], t, c + t))
+            scores = (torch.matmul(q_u, k.transpose(-2, -1)) + bd) / math.sqrt(attn.d_k)
+        else:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(attn.d_k)
+        out = attn.forward_attention(v, scores, allowed[None])
+        keep = k.size(2) if self.left_context < 0 else min(self.left_context, k.size(2))
+        if keep == 0:
+            return out, AttentionCache()
+        return out, AttentionCache(k[:, :, k.size(2) - keep:], v[:, :, v.size(2) - keep:])
+
+    def _projected_distances(self, max_distance: int, like: torch.Tensor) -> torch.Tensor:
+        """:math:`P\,e(r)` per head for r = 0 .. max_distance, (heads, R + 1, d_k).
+
+        It depends only on the weights, so it is computed once per weight version for a power
+        of two of distances (an unlimited context recomputes it only log-many times) and sliced.
+        e(r) is ESPnet's own table, built as the encoder's input layer builds it.
+        """
+        rows = max(64, 1 << (max_distance + 1).bit_length())
+        attn = self.attn
+
+        def build() -> torch.Tensor:
+            # ESPnet's table runs from distance +(n-1) down to -(n-1); rows e(0) .. e(rows - 1)
+            table = RelPositionalEncoding(attn.d_k * attn.h, 0.0, max_len=rows).pe[0]
+            emb = table[: rows].flip(0).to(like)
+            return attn.linear_pos(emb).view(rows, attn.h, attn.d_k).transpose(0, 1)
+
+        proj = self._projected.get(list(attn.linear_pos.parameters()), build, rows, like.dtype,
+                                   like.device)
+        return proj[:, : max_distance + 1]
+
+    def streaming_obstacle(self) -> Optional[str]:
+        """Why this layer cannot stream (attention to later frames), or None."""
+        return None if self.causal else "looks ahead: full (non-causal) self-attention"
 
 
 def attention_mask(

@@ -16,8 +16,13 @@ these layers too; the outputs are those of the convolutions.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
+
+from espnet_ssm.layers.weight_cache import WeightCache
+from espnet_ssm.ops.depthwise_conv import SHORT_FRAMES
 
 
 def is_pointwise(conv: torch.nn.Module) -> bool:
@@ -39,6 +44,25 @@ def pointwise_matrix(conv: torch.nn.Conv1d) -> torch.Tensor:
     if conv.groups == 1:
         return w
     return torch.block_diag(*w.chunk(conv.groups, dim=0))  # (out/g, in/g) blocks
+
+
+def pointwise_frames(
+    conv: torch.nn.Module, x: torch.Tensor, dense: Optional[WeightCache] = None
+) -> torch.Tensor:
+    """A pointwise ``Conv1d`` (or its :class:`PointwiseLinear`) on frames, channels last:
+    x (B, t, C_in) -> (B, t, C_out), i.e. ``conv(xᵀ)ᵀ``.
+
+    A grouped convolution on a few frames outside autograd is one dense ``linear`` with its
+    block-diagonal matrix, kept in ``dense`` (``conv1d``'s fixed cost per call dominates on the
+    frames of a streaming chunk); otherwise the grouped convolution itself runs.
+    """
+    if isinstance(conv, PointwiseLinear):
+        return conv.linear(x)
+    if conv.groups == 1:
+        return F.linear(x, conv.weight[:, :, 0], conv.bias)
+    if dense is None or x.size(1) > SHORT_FRAMES or torch.is_grad_enabled():
+        return conv(x.transpose(1, 2)).transpose(1, 2)
+    return F.linear(x, dense.get([conv.weight], lambda: pointwise_matrix(conv)), conv.bias)
 
 
 class PointwiseLinear(torch.nn.Module):

@@ -6,13 +6,21 @@ with ``x`` zero outside an utterance's real frames. ``causal``: ``left = k - 1``
 depends on inputs ``t-k+1 .. t``); otherwise ``left = k // 2`` (centred for odd ``k``; for even
 ``k`` one more frame of past than of future). Padded frames are zeroed before the convolution, so
 a padded batch gives each utterance what it gives alone.
+
+Streaming (causal only): ``forward_chunk`` carries the last k-1 inputs; the offline pass pads
+with k-1 zeros where the chunk pass puts them, and both run the same unpadded convolution.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from espnet_ssm.layers.streaming import require_streamable
+from espnet_ssm.ops import depthwise_conv_valid
+
+ConvTail = torch.Tensor  # (B, k-1, C): the last k-1 inputs, oldest first
 
 
 class MaskedDepthwiseConv1d(torch.nn.Module):
@@ -37,9 +45,25 @@ class MaskedDepthwiseConv1d(torch.nn.Module):
             channels, channels, kernel_size, groups=channels, bias=bias
         )
 
+    def _valid(self, h: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv_valid(h, self.conv.weight, self.conv.bias)
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mask`` (B, L) bool, True = real frame; padded frames are zeroed first."""
         if mask is not None:
             x = x.masked_fill(~mask[..., None], 0.0)
-        h = F.pad(x.transpose(1, 2), (self.left, self.right))
-        return self.conv(h).transpose(1, 2)
+        return self._valid(F.pad(x, (0, 0, self.left, self.right)))
+
+    def forward_chunk(
+        self, x: torch.Tensor, tail: Optional[ConvTail] = None
+    ) -> Tuple[torch.Tensor, ConvTail]:
+        """Chunk x (B, t, C) after the inputs in ``tail`` -> (y (B, t, C), the next tail)."""
+        require_streamable(self)
+        if tail is None:
+            tail = x.new_zeros(x.size(0), self.kernel_size - 1, x.size(2))
+        h = torch.cat([tail.to(x.dtype), x], dim=1)
+        return self._valid(h), h[:, h.size(1) - (self.kernel_size - 1):]
+
+    def streaming_obstacle(self) -> Optional[str]:
+        """Why this convolution cannot stream (it looks ahead), or None."""
+        return None if self.causal else f"looks ahead: non-causal {self.kernel_size}-tap convolution"

@@ -199,9 +199,15 @@ class MambaMixer(torch.nn.Module):
         )
         return self.out_proj(y), (conv_state, ssm_state)
 
-    def forward_chunk(self, x: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
-        """A chunk x (B, l, D) continuing from ``state`` -> (y (B, l, D), new state)."""
+    def forward_chunk(
+        self, x: torch.Tensor, state: Optional[MambaState] = None
+    ) -> Tuple[torch.Tensor, MambaState]:
+        """A chunk x (B, l, D) continuing from ``state`` (None: zeros) -> (y (B, l, D), new state)."""
         self._check_input("forward_chunk", x, 3)
+        if state is None:
+            state = self.init_state(x.size(0), x.device, x.dtype)
+        if x.size(1) == 0:
+            return x, state
         conv_state, ssm_state = self._check_state(state, x.shape[0])
         out, x_in, last = self._mix(x, conv_state[..., 1:], ssm_state)
         conv_state = torch.cat([conv_state, x_in.to(conv_state.dtype)], dim=-1)[..., -self.d_conv :]
@@ -255,3 +261,7 @@ class BidirectionalMamba(torch.nn.Module):
         bwd = reverse_padded(self.backward_mixer(reverse_padded(x, lengths), mask), lengths)
         out = fwd + bwd if self.proj is None else self.proj(torch.cat([fwd, bwd], dim=-1))
         return zero_padded(out, mask)
+
+    def streaming_obstacle(self) -> Optional[str]:
+        """Always a reason: the backward scan looks ahead."""
+        return "looks ahead: time-reversed Mamba scan (bidirectional)"

@@ -27,16 +27,21 @@ an activation. Then the heads are mixed:
 * ``glu``: an input-driven gate :math:`y = u \odot \mathrm{sigmoid}(x W_g)`, then :math:`W_o`;
 * ``none``: :math:`y = u W_o`.
 
-``bidirectional=False`` gives a causal layer (each output frame depends on past frames only).
+``bidirectional=False`` gives a causal layer (each output frame depends on past frames only),
+which also runs chunk by chunk (``forward_chunk``, carrying each stage's SSM state) through the
+same code as ``forward``.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
 from espnet_ssm.layers.activation import build_activation
+from espnet_ssm.layers.conv_as_linear import pointwise_frames
 from espnet_ssm.layers.s4d import S4D
+from espnet_ssm.layers.streaming import require_streamable
+from espnet_ssm.layers.weight_cache import WeightCache
 from espnet_ssm.ops.padding import reverse_padded
 
 GATINGS = ("inter_head", "glu", "none")
@@ -71,18 +76,37 @@ class HeadSSMStage(torch.nn.Module):
         n_dir = 2 if bidirectional else 1
         # Grouped 1x1 convolution = an independent (n_dir d/H -> d/H) linear map per head.
         self.head_proj = torch.nn.Conv1d(n_dir * d_model, d_model, 1, groups=num_heads)
+        self._dense_head_proj: WeightCache = WeightCache()  # its block-diagonal matrix
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B, L, d); ``mask`` (B, L) True at real frames, ``lengths`` (B,)."""
-        b, t, d = u.shape
         outs = [self.forward_ssm(u, mask)]
         if self.backward_ssm is not None:
             rev = reverse_padded(u, lengths)
             outs.append(reverse_padded(self.backward_ssm(rev, mask), lengths))
-        # (B, L, H, n_dir, d/H): each head's directions side by side, heads contiguous.
-        v = torch.stack([o.view(b, t, self.num_heads, -1) for o in outs], dim=3)
-        v = self.activation(v.reshape(b, t, -1))
-        return self.head_proj(v.transpose(1, 2)).transpose(1, 2)
+        return self._mix_heads(outs)
+
+    def forward_chunk(
+        self, u: torch.Tensor, state: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A chunk (B, t, d) continuing from the forward SSM's ``state`` -> (output, state)."""
+        require_streamable(self)
+        y, state = self.forward_ssm.forward_chunk(u, state)
+        return self._mix_heads([y]), state
+
+    def _mix_heads(self, outs: List[torch.Tensor]) -> torch.Tensor:
+        """Each head's direction outputs side by side, σ, then the per-head linear map."""
+        v = outs[0]
+        if len(outs) > 1:  # (B, L, H, n_dir, d/H): each head's directions side by side
+            b, t, d = v.shape
+            v = torch.stack([o.view(b, t, self.num_heads, d // self.num_heads) for o in outs],
+                            dim=3).reshape(b, t, -1)
+        v = self.activation(v)
+        return pointwise_frames(self.head_proj, v, self._dense_head_proj)
+
+    def streaming_obstacle(self) -> Optional[str]:
+        """Why this stage cannot stream (a time-reversed SSM looks ahead), or None."""
+        return "looks ahead: time-reversed SSM (bidirectional)" if self.backward_ssm else None
 
 
 class MultiHeadSSM(torch.nn.Module):
@@ -157,9 +181,26 @@ class MultiHeadSSM(torch.nn.Module):
         """(B, L, d) -> (B, L, d); ``mask`` (B, L) bool True at real frames."""
         if lengths is None:
             lengths = mask.sum(-1)
+        return self._layer(x, lambda i, stage, u: stage(u, mask, lengths))
+
+    def forward_chunk(
+        self, x: torch.Tensor, state: Optional[List[torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """A chunk (B, t, d) continuing from ``state`` (one per stage; None: the start) ->
+        ((B, t, d), new state)."""
+        state = list(state) if state is not None else [None] * len(self.stages)
+
+        def run(i: int, stage: HeadSSMStage, u: torch.Tensor) -> torch.Tensor:
+            y, state[i] = stage.forward_chunk(u, state[i])
+            return y
+
+        return self._layer(x, run), state
+
+    def _layer(self, x: torch.Tensor, run_stage: Callable) -> torch.Tensor:
+        """in_proj -> stages (``run_stage(i, stage, u)``) -> gating -> out_proj."""
         u = self.in_proj(x) if self.in_proj is not None else x
-        for stage in self.stages:
-            u = stage(u, mask, lengths)
+        for i, stage in enumerate(self.stages):
+            u = run_stage(i, stage, u)
         if self.gating == "inter_head":
             half = u.size(-1) // 2  # heads are contiguous: the first half is heads 0 .. H/2-1
             u = u[..., :half] * torch.sigmoid(u[..., half:])

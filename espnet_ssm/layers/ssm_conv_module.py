@@ -22,16 +22,19 @@ first pointwise convolution's bias makes non-zero) never leak into real frames. 
 padding- and batch-independent, causal) or ESPnet's ``batch_norm`` (its integer
 ``num_batches_tracked`` counter is dropped: checkpoint averaging would sum it; the momentum
 update does not use it). With ``causal`` every part looks only at the past: the convolutions
-pad on the left and the SSM runs forward only; otherwise the SSM is bidirectional.
+pad on the left and the SSM runs forward only; otherwise the SSM is bidirectional. A causal
+module streams (``forward_chunk``) through the same code, carrying its temporal mixer's state.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 
+from espnet_ssm.layers.conv_as_linear import pointwise_frames
 from espnet_ssm.layers.depthwise_conv import MaskedDepthwiseConv1d
 from espnet_ssm.layers.s4d import S4D
 
@@ -47,9 +50,16 @@ class ComposedMixer(torch.nn.Module):
         self.conv = conv
         self.ssm = ssm
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)."""
         return self.ssm(self.conv(x, mask), mask)
+
+    def forward_chunk(self, x: torch.Tensor, state: Optional[tuple] = None) -> Tuple[torch.Tensor, tuple]:
+        """A chunk (B, t, C) continuing from ``(conv tail, SSM state)`` -> (output, new state)."""
+        conv_state, ssm_state = state if state is not None else (None, None)
+        h, conv_state = self.conv.forward_chunk(x, conv_state)
+        y, ssm_state = self.ssm.forward_chunk(h, ssm_state)
+        return y, (conv_state, ssm_state)
 
 
 class SSMConvolutionModule(ConvolutionModule):
@@ -124,10 +134,29 @@ class SSMConvolutionModule(ConvolutionModule):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d); ``mask`` (B, T) bool, True at real frames."""
-        if mask is None:
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        h = torch.nn.functional.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)
-        h = h.transpose(1, 2).masked_fill(~mask[..., None], 0.0)
-        h = self.depthwise_conv(h, mask).transpose(1, 2)  # (B, d, T)
-        h = self.pointwise_conv2(self.activation(self.norm(h)))
-        return h.transpose(1, 2)
+        return self._module(x, mask, lambda h: self.depthwise_conv(h, mask))
+
+    def forward_chunk(self, x: torch.Tensor, state: Any = None) -> Tuple[torch.Tensor, Any]:
+        """A chunk (B, t, d) continuing from the temporal mixer's ``state`` (None: the start)
+        -> ((B, t, d), new state)."""
+        new = [state]
+
+        def mix(h: torch.Tensor) -> torch.Tensor:
+            y, new[0] = self.depthwise_conv.forward_chunk(h, state)
+            return y
+
+        return self._module(x, None, mix), new[0]
+
+    def _module(self, x: torch.Tensor, mask: Optional[torch.Tensor], mix: Callable) -> torch.Tensor:
+        """pointwise -> GLU -> (zero padding) -> ``mix`` -> norm -> activation -> pointwise, on
+        frames (B, T, C), channels last throughout."""
+        h = F.glu(pointwise_frames(self.pointwise_conv1, x), dim=-1)
+        if mask is not None:
+            h = h.masked_fill(~mask[..., None], 0.0)
+        h = mix(h)
+        if isinstance(self.norm, torch.nn.LayerNorm):  # over channels: per frame
+            h = F.layer_norm(h, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                             self.norm.eps)
+        else:
+            h = self.norm(h.transpose(1, 2)).transpose(1, 2)
+        return pointwise_frames(self.pointwise_conv2, self.activation(h))

@@ -12,7 +12,11 @@ Everything public is re-exported here; each sub-module holds one idea:
 - :mod:`.padding`: linear-memory masks, zeroing and per-utterance reversal of padded batches.
 - :mod:`.param_groups`: optimizer hints on parameters and the groups built from them.
 """
-from espnet_ssm.ops.depthwise_conv import causal_depthwise_conv, two_sided_depthwise_conv
+from espnet_ssm.ops.depthwise_conv import (
+    causal_depthwise_conv,
+    depthwise_conv_valid,
+    two_sided_depthwise_conv,
+)
 from espnet_ssm.ops.fftconv import fft_bidirectional_conv, fft_causal_conv
 from espnet_ssm.ops.padding import lengths_to_mask, reverse_padded, zero_padded
 from espnet_ssm.ops.param_groups import set_optim_hint, ssm_param_groups
@@ -25,6 +29,7 @@ __all__ = [
     "S4D_INITS",
     "ShortChunkTables",
     "causal_depthwise_conv",
+    "depthwise_conv_valid",
     "fft_bidirectional_conv",
     "fft_causal_conv",
     "init_log_dt",

@@ -6,6 +6,9 @@ Kernels are given in lag order: K[h, l] multiplies u[h, t - l]. Causal form
 
 with the k-1 frames before the sequence taken from ``tail`` (zeros when not given), which is
 what a streaming caller carries from one chunk to the next.
+
+:func:`depthwise_conv_valid` is the channels-last, unpadded form that modules working on
+(B, T, C) frames share between their offline and chunk paths.
 """
 from __future__ import annotations
 
@@ -71,3 +74,26 @@ def two_sided_depthwise_conv(u: torch.Tensor, K_fwd: torch.Tensor, K_bwd: torch.
     # correlation weight over offsets -(k-1) .. +(k-1)
     weight = torch.cat([K_fwd.flip(-1), K_bwd[:, : k - 1]], dim=-1).unsqueeze(1).to(u.dtype)
     return F.conv1d(u, weight, padding=k - 1, groups=H)
+
+
+# Up to this many output frames the windows are multiplied directly: ``conv1d`` has a large
+# fixed cost per call, which dominates on the few frames of a streaming chunk.
+SHORT_FRAMES = 32
+
+
+def depthwise_conv_valid(h: torch.Tensor, weight: torch.Tensor,
+                         bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise cross-correlation without padding, channels last.
+
+    ``y[b, t, c] = bias[c] + Σ_{i<k} weight[c, 0, i] · h[b, t + i, c]``: h (B, t + k - 1, C) and
+    a ``Conv1d`` weight (C, 1, k) give y (B, t, C), equal to ``conv1d(hᵀ, weight, bias,
+    groups=C)ᵀ``; fewer than k frames give an empty output.
+    """
+    check_tensor("depthwise_conv_valid", "weight", weight, (h.shape[-1], 1, None), "(C, 1, k)")
+    k = weight.size(-1)
+    if h.size(1) < k:  # no complete window
+        return h.new_zeros(h.size(0), 0, h.size(2))
+    if h.size(1) - k + 1 > SHORT_FRAMES or torch.is_grad_enabled():
+        return F.conv1d(h.transpose(1, 2), weight.to(h.dtype), bias, groups=h.size(-1)).transpose(1, 2)
+    y = (h.unfold(1, k, 1) * weight[:, 0]).sum(-1)  # (B, t, C, k): frames t .. t + k - 1
+    return y + bias if bias is not None else y

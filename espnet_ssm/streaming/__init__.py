@@ -10,7 +10,7 @@
 from espnet_ssm.streaming.ctc_greedy import StreamingCTCGreedy, TokenSpan
 from espnet_ssm.streaming.ctc_prefix_beam import StreamingCTCPrefixBeamSearch
 from espnet_ssm.streaming.decoding import Recognition
-from espnet_ssm.streaming.encoder import StreamingNotSupported
+from espnet_ssm.layers.streaming import StreamingNotSupported
 from espnet_ssm.streaming.frontend import StreamingFrontend, extract_features
 from espnet_ssm.streaming.longform import LongFormSpeech2Text
 from espnet_ssm.streaming.speech2text import StreamingSpeech2Text

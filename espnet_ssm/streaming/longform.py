@@ -20,58 +20,25 @@ frames: frame j starts at ``j * subsampling * hop / fs`` seconds.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
-from espnet_ssm.encoders.base import SSMEncoderBase
-from espnet_ssm.layers.frontend import InputLayer
+from espnet_ssm.layers.streaming import streaming_obstacle
 from espnet_ssm.streaming.decoding import Recognition
-from espnet_ssm.streaming.encoder import StreamingNotSupported, check_streamable
 from espnet_ssm.streaming.frontend import FeatureNormalizer, check_waveform, extract_features
 from espnet_ssm.streaming.io import resample
-from espnet_ssm.streaming.subsampling import project_in_chunks, split_input_layer
 from espnet_ssm.streaming.recognizer import CTCRecognizer, PathLike, empty_recognition
 from espnet_ssm.streaming.speech2text import StreamingSpeech2Text
 
 MODES = ("auto", "stream", "offline")
 
 
-@contextlib.contextmanager
-def chunked_input_layer(encoder: torch.nn.Module) -> Iterator[None]:
-    """Within this block, our encoders' input layer runs on long inputs window by window.
-
-    Same outputs; without it the first convolution of conv2d subsampling alone holds
-    256 channels x T/2 frames x 39 bins (about 7 GB for an hour). ESPnet's own encoders are
-    left as they are.
-    """
-    layer = getattr(encoder, "embed", None)
-    if not isinstance(encoder, SSMEncoderBase) or not isinstance(layer, InputLayer):
-        yield
-        return
-    _, pos_enc = split_input_layer(layer)
-
-    def forward(xs: torch.Tensor):
-        out = pos_enc(project_in_chunks(layer, xs))
-        return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
-
-    layer.forward = forward  # an instance attribute shadows the class's method
-    try:
-        yield
-    finally:
-        del layer.forward
-
-
 def streams(encoder: torch.nn.Module) -> bool:
     """True when ``encoder`` can run chunk by chunk with carried state."""
-    try:
-        check_streamable(encoder)
-    except StreamingNotSupported:
-        return False
-    return True
+    return hasattr(encoder, "forward_chunk") and streaming_obstacle(encoder) is None
 
 
 class LongFormSpeech2Text(CTCRecognizer):
@@ -135,10 +102,10 @@ class LongFormSpeech2Text(CTCRecognizer):
             return empty_recognition()
         feats = feats.to(self.device)
         try:
-            with chunked_input_layer(model.encoder):
-                enc, enc_lens, _ = model.encoder(
-                    feats[None], torch.tensor([feats.size(0)], device=self.device)
-                )
+            # our input layers convolve long inputs window by window: memory stays linear
+            enc, enc_lens, _ = model.encoder(
+                feats[None], torch.tensor([feats.size(0)], device=self.device)
+            )
         except TooShortUttError as e:
             logging.warning("too short for the encoder: %s; empty result", e)
             return empty_recognition()

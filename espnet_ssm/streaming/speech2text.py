@@ -17,8 +17,10 @@ turns those into the encoder frames they complete (subsampling buffers, SSM stat
 tails and attention caches are carried in its state), and the CTC search consumes them. The
 result equals decoding the whole utterance offline with the same model.
 
-Only causal encoders stream (``ssm_conformer`` and ``mh_ssm`` trained with ``causal: true``);
-others raise :class:`StreamingNotSupported` here and can still use long-form recognition.
+Every encoder family of this package streams when built with ``causal: true`` (``mh_ssm``,
+``stateformer``, ``ssm_conformer``, ``speech_mamba``); others raise
+:class:`StreamingNotSupported` here, naming the part that looks ahead, and can still use
+long-form recognition.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from typing import List, Optional
 import torch
 
 from espnet_ssm.streaming.decoding import AttentionRescorer, Recognition
-from espnet_ssm.streaming.encoder import EncoderStream, check_streamable
+from espnet_ssm.layers.streaming import StreamingNotSupported, check_streamable
 from espnet_ssm.streaming.frontend import StreamingFrontend, check_waveform
 from espnet_ssm.streaming.recognizer import (  # noqa: F401  (re-exported)
     CTCRecognizer,
@@ -63,9 +65,13 @@ class StreamingSpeech2Text(CTCRecognizer):
     ):
         super().__init__(asr_train_config, asr_model_file, **options)
         asr_model = self.asr_model
+        if not hasattr(asr_model.encoder, "forward_chunk"):
+            raise StreamingNotSupported(
+                f"{type(asr_model.encoder).__name__} is not one of this package's encoders "
+                "(no forward_chunk); long-form recognition works with any encoder"
+            )
         check_streamable(asr_model.encoder)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
-        self.encoder = EncoderStream(asr_model.encoder, self.device, asr_model.ctc)
         self.rescorer = None
         if ctc_weight < 1.0:
             if asr_model.decoder is None:
@@ -77,7 +83,7 @@ class StreamingSpeech2Text(CTCRecognizer):
     def reset(self) -> None:
         """Drop the current stream."""
         self.frontend.reset()
-        self.encoder.reset()
+        self._encoder_state = None
         self.search.reset()
         self._enc_chunks: List[torch.Tensor] = []
         self.encoder_frames = 0
@@ -107,7 +113,10 @@ class StreamingSpeech2Text(CTCRecognizer):
             )
         speech = check_waveform(speech)
         feats = self.frontend(speech, is_final=is_final).to(self.device)
-        enc = self.encoder(feats, is_final=is_final)  # (t', d)
+        enc, self._encoder_state = self.asr_model.encoder.forward_chunk(
+            feats[None], self._encoder_state, is_final=is_final, ctc=self.asr_model.ctc
+        )
+        enc = enc[0]  # (t', d)
         if enc.size(0):
             self.encoder_frames += enc.size(0)
             self.search.step(self.asr_model.ctc.log_softmax(enc[None])[0])
