@@ -104,11 +104,12 @@ def rnnt_loss(
     Returns:
         The loss, float32.
     """
+    # The kernel needs contiguous float32 logits and int32 targets and lengths.
     return torchaudio_rnnt_loss(
-        logits.float(),
-        targets.int(),
-        logit_lengths.int(),
-        target_lengths.int(),
+        logits.float().contiguous(),
+        targets.int().contiguous(),
+        logit_lengths.int().contiguous(),
+        target_lengths.int().contiguous(),
         blank=blank_id,
         reduction=reduction,
     )

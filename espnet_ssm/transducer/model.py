@@ -150,9 +150,12 @@ class ESPnetSSMTransducerModel(ESPnetASRModel):
             try:
                 return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
             except TooShortUttError as e:
-                names = list(utt_ids) if utt_ids is not None else "the whole batch"
+                if utt_ids is None:
+                    raise
+                # The encoder knows batch indices only; give the keys that go with them.
+                keys = ", ".join(f"{i}={k!r}" for i, k in enumerate(utt_ids))
                 raise TooShortUttError(
-                    f"{e} (utterances: {names})", e.actual_size, e.limit
+                    f"{e} [keys of this batch by index: {keys}]", e.actual_size, e.limit
                 ) from e
 
     def _calc_transducer_loss(
