@@ -3,14 +3,14 @@
 ESPnet's ``build_model_from_file`` loads checkpoints with ``strict=False``: a checkpoint whose
 encoder parameters were renamed, or that belongs to another architecture, loads without a word
 and leaves those parameters randomly initialised. Everything in this package that loads a trained
-model goes through :func:`load_state_dict_strict` instead.
+model goes through :func:`load_state_dict_strict` instead. Pure state-dict checks: nothing here
+imports ESPnet (the task that uses them is :mod:`espnet_ssm.tasks`).
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Union
+from typing import Dict, Iterable, List, Mapping, Union
 
 import torch
 
@@ -81,31 +81,3 @@ def load_state_dict_strict(
     check_state_dict(model, state_dict, source=f"Model file '{model_file}'")
     model.load_state_dict(state_dict, strict=True)
     return model
-
-
-@contextlib.contextmanager
-def strict_asr_loading() -> Iterator[None]:
-    """Within this block, ESPnet's ``Speech2Text`` builds models through ``SSMASRTask``.
-
-    ``espnet2.bin.asr_inference.Speech2Text`` looks its task class up in its module globals;
-    pointing that name at :class:`espnet_ssm.tasks.SSMASRTask` gives it our registry and strict
-    loading. The original is restored on exit.
-    """
-    import espnet2.bin.asr_inference as espnet_asr_inference
-
-    from espnet_ssm.tasks import SSMASRTask
-
-    original = espnet_asr_inference.ASRTask
-    espnet_asr_inference.ASRTask = SSMASRTask
-    try:
-        yield
-    finally:
-        espnet_asr_inference.ASRTask = original
-
-
-def load_speech2text(**kwargs: Any):
-    """``espnet2.bin.asr_inference.Speech2Text(**kwargs)`` built with strict loading."""
-    from espnet2.bin.asr_inference import Speech2Text
-
-    with strict_asr_loading():
-        return Speech2Text(**kwargs)

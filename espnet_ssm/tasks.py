@@ -10,18 +10,22 @@
   a default cannot silently change the architecture of an old checkpoint;
 * ``build_model_from_file`` loads weights strictly (see :mod:`espnet_ssm.loading`) and
   ``build_optimizers`` honours per-parameter optimiser hints of the SSM layers.
+
+:func:`strict_asr_loading` makes ESPnet's ``Speech2Text`` build its model through this task.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from espnet2.tasks.asr import ASRTask, encoder_choices
 
 import espnet_ssm  # noqa: F401  (registers our encoders; must precede any model building)
+from espnet_ssm.loading import load_state_dict_strict
 from espnet_ssm.registry import our_encoders
 
 
@@ -64,8 +68,6 @@ class SSMASRTask(ASRTask):
         device: str = "cpu",
     ) -> Tuple[torch.nn.Module, argparse.Namespace]:
         """Build from ``config.yaml`` and load ``model_file``, failing on missing or extra keys."""
-        from espnet_ssm.loading import load_state_dict_strict
-
         model, args = super().build_model_from_file(config_file, None, device)
         if model_file is not None:
             load_state_dict_strict(model, model_file, device=device)
@@ -96,3 +98,29 @@ class SSMASRTask(ASRTask):
             weight_decay=args.optim_conf.get("weight_decay", 0.0),
         )
         return [optim_class(groups, **args.optim_conf)]
+
+
+@contextlib.contextmanager
+def strict_asr_loading() -> Iterator[None]:
+    """Within this block, ESPnet's ``Speech2Text`` builds models through ``SSMASRTask``.
+
+    ``espnet2.bin.asr_inference.Speech2Text`` looks its task class up in its module globals;
+    pointing that name at :class:`espnet_ssm.tasks.SSMASRTask` gives it our registry and strict
+    loading. The original is restored on exit.
+    """
+    import espnet2.bin.asr_inference as espnet_asr_inference
+
+    original = espnet_asr_inference.ASRTask
+    espnet_asr_inference.ASRTask = SSMASRTask
+    try:
+        yield
+    finally:
+        espnet_asr_inference.ASRTask = original
+
+
+def load_speech2text(**kwargs: Any):
+    """``espnet2.bin.asr_inference.Speech2Text(**kwargs)`` built with strict loading."""
+    from espnet2.bin.asr_inference import Speech2Text
+
+    with strict_asr_loading():
+        return Speech2Text(**kwargs)

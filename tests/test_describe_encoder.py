@@ -6,7 +6,7 @@ import yaml
 
 import espnet_ssm  # noqa: F401
 from espnet_ssm.bin import describe_encoder
-from espnet_ssm.encoder_options import (
+from espnet_ssm.encoders.reference import (
     encoder_options,
     markdown_reference,
     undocumented_options,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import check_short_utt
 
-from espnet_ssm.encoders.config import EncoderConfigError
+from espnet_ssm.encoders.options import EncoderConfigError
 from espnet_ssm.encoders.options import (
     EncoderOptions,
     StateOptions,

@@ -25,7 +25,7 @@ from espnet_ssm.encoders import (
     SSMConformerEncoder,
     StateformerEncoder,
 )
-from espnet_ssm.encoders.config import EncoderConfigError
+from espnet_ssm.encoders.options import EncoderConfigError
 from espnet_ssm.layers.frontend import INPUT_LAYERS, subsampling_of
 from espnet_ssm.layers.mamba import MambaMixer
 from espnet_ssm.layers.s4d import S4D

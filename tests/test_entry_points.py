@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from conftest import REPO, TinyASRData
-from espnet_ssm.loading import CheckpointMismatchError, load_speech2text
+from espnet_ssm.loading import CheckpointMismatchError
+from espnet_ssm.tasks import load_speech2text
 from espnet_ssm.tasks import SSMASRTask
 
 TRAIN_CONFIGS = sorted(

@@ -7,7 +7,6 @@ order: SSM recurrence vs FFT convolution, partial attention rows), CTC greedy hy
 from __future__ import annotations
 
 
-import numpy as np
 import pytest
 import torch
 from espnet2.asr.ctc import CTC

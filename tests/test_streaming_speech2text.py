@@ -105,6 +105,25 @@ def test_streamed_greedy_equals_offline(causal_files, rng):
         assert [(s.start, s.end) for s in best.spans] == [(s.start, s.end) for s in ref.spans]
 
 
+@pytest.mark.parametrize("encoder, conf", [
+    ("speech_mamba", dict(output_size=16, attention_heads=2, num_blocks=2, d_state=4,
+                          causal=True, attention_left_context=6)),
+    ("stateformer", dict(output_size=16, attention_heads=2, ssm_heads=2, linear_units=24,
+                         num_blocks=2, d_state=4, causal=True, bidirectional=False)),
+])
+def test_every_causal_family_streams_like_offline(encoder, conf, tmp_path, rng):
+    config, model_file = make_model_files(tmp_path, encoder, conf)
+    s2t = StreamingSpeech2Text(config, model_file, beam_size=1)
+    speech = waveform(rng, rng.uniform(1.0, 2.0))
+    ref = StreamingCTCGreedy()
+    ref.step(offline_log_probs(s2t.asr_model, speech))
+    assert ref.tokens
+    for max_chunk in (int(rng.integers(1, 64)), int(rng.integers(513, 4000))):
+        best = feed(s2t, speech, rng, max_chunk)[0]
+        assert best.token_ids == ref.tokens
+        assert best.score == pytest.approx(ref.score, abs=1e-3)
+
+
 def test_streamed_beam_search_equals_offline(causal_files, rng):
     config, model_file = causal_files
     s2t = StreamingSpeech2Text(config, model_file, beam_size=4, nbest=3, length_bonus=0.5)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import espnet2.bin.asr_inference as espnet_asr_inference
 
-from espnet_ssm.loading import strict_asr_loading
+from espnet_ssm.tasks import strict_asr_loading
 from espnet_ssm.streaming.quantization import espnet_quantization
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from espnet_ssm.encoder_options import markdown_reference, yaml_template
+from espnet_ssm.encoders.reference import markdown_reference, yaml_template
 from espnet_ssm.registry import our_encoders
 
 

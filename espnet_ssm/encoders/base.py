@@ -31,7 +31,7 @@ from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 from espnet.nets.pytorch_backend.transformer.repeat import repeat
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
-from espnet_ssm.encoders.config import EncoderConfigError
+from espnet_ssm.encoders.options import EncoderConfigError
 from espnet_ssm.encoders.options import (
     EncoderOptions,
     options_signature,

@@ -27,7 +27,7 @@ import torch
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 
 from espnet_ssm.encoders.base import EncoderContext, SSMEncoderBase
-from espnet_ssm.encoders.config import EncoderConfigError, check_choice, check_positive
+from espnet_ssm.encoders.options import EncoderConfigError, check_choice, check_positive
 from espnet_ssm.encoders.macaron import build_self_attention
 from espnet_ssm.encoders.options import (
     AttentionOptions,

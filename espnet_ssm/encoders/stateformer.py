@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from espnet_ssm.encoders.base import SSMEncoderBase
-from espnet_ssm.encoders.config import check_choice
+from espnet_ssm.encoders.options import check_choice
 from espnet_ssm.encoders.macaron import (
     MacaronBlock,
     build_conv_module,

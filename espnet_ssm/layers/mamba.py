@@ -41,7 +41,7 @@ from espnet_ssm.ops import (
     set_optim_hint,
     zero_padded,
 )
-from espnet_ssm.ops._checks import check_choice, check_frames
+from espnet_ssm.ops.tensor_checks import check_choice, check_frames
 
 MambaState = Tuple[torch.Tensor, torch.Tensor]
 

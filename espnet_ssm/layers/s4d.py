@@ -52,7 +52,7 @@ from espnet_ssm.ops import (
     two_sided_depthwise_conv,
     zero_padded,
 )
-from espnet_ssm.ops._checks import check_choice, check_frames
+from espnet_ssm.ops.tensor_checks import check_choice, check_frames
 
 
 class S4D(torch.nn.Module):

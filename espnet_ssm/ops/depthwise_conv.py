@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from espnet_ssm.ops._checks import check_optional, check_tensor
+from espnet_ssm.ops.tensor_checks import check_optional, check_tensor
 
 
 def causal_depthwise_conv(

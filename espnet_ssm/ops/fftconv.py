@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from espnet_ssm.ops._checks import check_optional, check_tensor
+from espnet_ssm.ops.tensor_checks import check_optional, check_tensor
 
 
 def fft_size(m: int) -> int:

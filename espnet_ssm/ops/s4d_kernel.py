@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_ssm.ops._checks import check_choice, check_optional, check_stable, check_tensor
+from espnet_ssm.ops.tensor_checks import check_choice, check_optional, check_stable, check_tensor
 from espnet_ssm.ops.depthwise_conv import causal_depthwise_conv
 
 DISCRETIZATIONS = ("zoh", "bilinear")

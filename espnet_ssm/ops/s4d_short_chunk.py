@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from espnet_ssm.ops._checks import check_optional, check_tensor
+from espnet_ssm.ops.tensor_checks import check_optional, check_tensor
 
 
 class ShortChunkTables(NamedTuple):

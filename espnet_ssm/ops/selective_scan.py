@@ -39,7 +39,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from espnet_ssm.ops._checks import check_choice, check_optional, check_tensor
+from espnet_ssm.ops.tensor_checks import check_choice, check_optional, check_tensor
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
 # automatic chunk length: about this many state elements (T·batch·d·N) per chunk, so that a

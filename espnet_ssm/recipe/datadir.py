@@ -15,7 +15,6 @@ Python compares ``str`` by code point, which for UTF-8 text is the same order as
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -228,15 +227,6 @@ def check_keys(reference: PathLike, table: PathLike) -> None:
     problems += [f"{table} has {k}, which is not in {reference}" for k in sorted(have - want)]
     if problems:
         raise DataDirError(format_problems(f"{table} does not match {reference}", problems))
-
-
-def copy_dir(src: PathLike, dst: PathLike, files: Optional[Sequence[str]] = None) -> None:
-    """Copy a data directory's tables (``files``, default: all known ones that exist)."""
-    names = files or PER_UTT_FILES + PER_SPK_FILES + ("spk2utt",)
-    Path(dst).mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if (Path(src) / name).is_file():
-            shutil.copyfile(Path(src) / name, Path(dst) / name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -340,12 +340,3 @@ def split_sentences(
         out[name] = order[start : start + size]
         start += size
     return out
-
-
-def word_counts(sentences: Sequence[str]) -> List[Tuple[str, int]]:
-    """(word, count) pairs, most frequent first."""
-    counts: Dict[str, int] = {}
-    for s in sentences:
-        for w in s.split():
-            counts[w] = counts.get(w, 0) + 1
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
