@@ -197,17 +197,19 @@ def test_install_ships_the_pth_and_records_it_for_uninstall():
 
 
 def test_startup_only_arms_the_hook():
-    check = """
+    """At start-up the package adds one stdlib-only module and one finder, nothing else."""
+    check = _py("""
         import sys
-        print([type(f).__name__ for f in sys.meta_path][0])
-        print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
-    """.format(heavy=set(HEAVY))
-    on = _ok(subprocess.run(_py(check), capture_output=True, text=True, env=_env(), cwd="/"))
-    assert on.splitlines() == ["AutoRegisterFinder", "[]"]
-    off = _ok(subprocess.run(_py(textwrap.dedent(check) + "print('_espnet_ssm_autoregister' in sys.modules)"),
-                             capture_output=True, text=True, env=_env(**{hook.ENV_VAR: "0"}),
-                             cwd="/"))
-    assert off.splitlines()[0] != "AutoRegisterFinder" and off.splitlines()[1:] == ["[]", "False"]
+        print(type(sys.meta_path[0]).__name__)
+        print(" ".join(sorted(sys.modules)))
+    """)
+    on = _ok(subprocess.run(check, capture_output=True, text=True, env=_env(), cwd="/"))
+    off = _ok(subprocess.run(check, capture_output=True, text=True, cwd="/",
+                             env=_env(**{hook.ENV_VAR: "0"})))
+    assert on.splitlines()[0] == "AutoRegisterFinder" != off.splitlines()[0]
+    modules_on, modules_off = (set(out.splitlines()[1].split()) for out in (on, off))
+    assert modules_on - modules_off == {"_espnet_ssm_autoregister"}
+    assert not {m for m in modules_on if m.split(".")[0] in HEAVY}
 
 
 # Each name in ASR; one name in each other task (one registry each, filled with all names at once).
@@ -413,6 +415,9 @@ def test_wheel_in_fresh_venv_then_uninstall(tmp_path: Path):
     shutil.copytree(REPO / "espnet_ssm", src / "espnet_ssm",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     python = _fresh_venv(tmp_path)
+    modules = [sys.executable, "-c", "import sys; print(' '.join(sorted(sys.modules)))"]
+    modules[0] = str(python)
+    without = set(_ok(subprocess.run(modules, capture_output=True, text=True, cwd=tmp_path)).split())
     _pip(python, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path / "dist"),
          str(src), cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("espnet_ssm-*.whl"))
@@ -421,6 +426,10 @@ def test_wheel_in_fresh_venv_then_uninstall(tmp_path: Path):
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True)).strip())
     assert (venv_purelib / PTH_NAME).is_file() and (venv_purelib / "espnet_ssm").is_dir()
+    # start-up with the package installed: one stdlib-only module more, nothing else
+    with_it = set(_ok(subprocess.run(modules, capture_output=True, text=True, cwd=tmp_path,
+                                     env=_env())).split())
+    assert with_it - without == {"_espnet_ssm_autoregister"}, with_it - without
 
     where = _ok(subprocess.run(
         [str(python), "-c", "import importlib.util as u; print(u.find_spec('espnet_ssm').origin)"],
