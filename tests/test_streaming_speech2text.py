@@ -7,6 +7,7 @@ comparisons are about equality of the two paths, not about accuracy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -31,8 +32,10 @@ CAUSAL_MH_SSM = dict(output_size=16, num_heads=2, linear_units=24, num_blocks=2,
                      causal=True, bidirectional=False)
 
 
-def make_model_files(root: Path, encoder: str, encoder_conf: dict, decoder: bool = False):
-    """config.yaml (ESPnet dry run) and randomly initialised weights of a small model."""
+def make_model_files(root: Path, encoder: str, encoder_conf: dict, decoder: bool = False,
+                     overrides: Optional[dict] = None):
+    """config.yaml (ESPnet dry run) and randomly initialised weights of a small model
+    (``overrides``: further keys of the training config)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
     stats = root / "feats_stats.npz"
@@ -48,13 +51,15 @@ def make_model_files(root: Path, encoder: str, encoder_conf: dict, decoder: bool
         decoder_conf=dict(num_blocks=1, linear_units=24, attention_heads=2) if decoder else {},
         model_conf=dict(ctc_weight=0.5 if decoder else 1.0),
     )
+    conf.update(overrides or {})
     (root / "train.yaml").write_text(yaml.safe_dump(conf))
     SSMASRTask.main(cmd=["--config", str(root / "train.yaml"), "--dry_run", "true",
                          "--iterator_type", "none", "--output_dir", str(root / "exp")])
     config = root / "exp" / "config.yaml"
     model, _ = SSMASRTask.build_model_from_file(config, None)
     with torch.no_grad():  # a peaky CTC head, so that hypotheses are not empty
-        model.ctc.ctc_lo.weight.mul_(8.0)
+        if model.ctc is not None:
+            model.ctc.ctc_lo.weight.mul_(8.0)
     torch.save(model.state_dict(), root / "exp" / "model.pth")
     return config, root / "exp" / "model.pth"
 

@@ -1,9 +1,11 @@
-"""CTC search over encoder frames fed in pieces, and the recognition results it yields.
+"""Searches over encoder frames fed in pieces, and the recognition results they yield.
 
 :class:`CTCSearch` picks greedy decoding (``beam_size == 1``) or prefix beam search, consumes
 CTC log probabilities chunk by chunk and, at the end, optionally rescores its n-best list with
-the attention decoder. :class:`Recognition` is one result: text, tokens, ids, score and word
-time stamps.
+the attention decoder. :class:`TransducerSearch` does the same for transducer models with
+greedy or time-synchronous beam search over the encoder frames themselves. :func:`frame_search`
+picks the one a model needs. :class:`Recognition` is one result: text, tokens, ids, score and
+word time stamps.
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from espnet_ssm.streaming.ctc_greedy import StreamingCTCGreedy, TokenSpan
 from espnet_ssm.streaming.ctc_prefix_beam import StreamingCTCPrefixBeamSearch
 from espnet_ssm.streaming.rescoring import attention_log_likelihoods
 from espnet_ssm.streaming.text import TokenText, WordStamp
+from espnet_ssm.streaming.transducer_search import (
+    StreamingTransducerBeam,
+    StreamingTransducerGreedy,
+)
 
 
 @dataclass
@@ -50,6 +56,11 @@ def subsampling_factor(encoder: torch.nn.Module) -> int:
         if type(embed) is cls:
             return Subsampling(stages).factor
     return 1
+
+
+def is_transducer(model: torch.nn.Module) -> bool:
+    """Whether an ESPnet ASR model decodes with a transducer (prediction + joint network)."""
+    return bool(getattr(model, "use_transducer_decoder", False))
 
 
 class CTCSearch:
@@ -90,6 +101,10 @@ class CTCSearch:
         """Consume (t, V) CTC log probabilities."""
         self.search.step(log_probs)
 
+    def consume(self, model: torch.nn.Module, enc: torch.Tensor) -> None:
+        """Consume encoder frames (t, D) of ``model`` (through its CTC head)."""
+        self.step(model.ctc.log_softmax(enc[None])[0])
+
     def hypotheses(self) -> List[tuple]:
         """(token ids, spans, CTC score) of the current n-best list, best first."""
         if isinstance(self.search, StreamingCTCGreedy):
@@ -129,6 +144,88 @@ class CTCSearch:
                         text.words(spans, frame_seconds))
             for (ids, spans, _), score in zip(hyps, scores)
         ]
+
+
+class TransducerSearch:
+    """Greedy or time-synchronous beam search of a transducer model over its encoder frames.
+
+    Args:
+        model: the ASR model (its ``decoder``, ``joint_network`` and ``blank_id``).
+        beam_size: 1 for greedy search, else the beam of time-synchronous decoding.
+        nbest: hypotheses returned.
+        max_sym_exp: labels per frame + 1 (ESPnet's ``transducer_conf`` key; 2: one label per
+            frame, as ESPnet's greedy search).
+        score_norm: rank the final n-best list by score per label (ESPnet's default).
+    """
+
+    def __init__(self, model: torch.nn.Module, beam_size: int = 1, nbest: int = 1,
+                 max_sym_exp: int = 2, score_norm: bool = True):
+        if nbest < 1 or nbest > beam_size:
+            raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, "
+                             f"beam_size={beam_size}")
+        args = (model.decoder, model.joint_network, model.blank_id)
+        if beam_size == 1:
+            self.search = StreamingTransducerGreedy(*args, max_sym_exp=max_sym_exp)
+        else:
+            self.search = StreamingTransducerBeam(*args, beam_size, max_sym_exp=max_sym_exp)
+        self.nbest, self.score_norm = nbest, score_norm
+        self._greedy: Optional[_GreedyResult] = None
+
+    def reset(self) -> None:
+        """Start a new utterance."""
+        self.search.reset()
+        self._greedy = None
+
+    def consume(self, model: torch.nn.Module, enc: torch.Tensor) -> None:
+        """Consume encoder frames (t, D)."""
+        self.search.step(enc)
+
+    def results(self, text: TokenText, frame_seconds: float, rescorer: None = None,
+                enc: Optional[torch.Tensor] = None) -> List[Recognition]:
+        """The n-best list as :class:`Recognition` objects; each label's span is the frame
+        that emitted it."""
+        if rescorer is not None:
+            raise ValueError("transducer models are not rescored with an attention decoder")
+        if isinstance(self.search, StreamingTransducerGreedy):  # labels are only appended
+            if self._greedy is None or not self._greedy.serves(text, frame_seconds):
+                self._greedy = _GreedyResult(text, frame_seconds)
+            hyp = self.search.hyp
+            return [self._greedy.update(self.search.spans, hyp.score if hyp else 0.0)]
+        out = []
+        for hyp in self.search.nbest(self.nbest, self.score_norm):
+            spans = hyp.prefix.spans()
+            ids = [s.token for s in spans]
+            out.append(Recognition(text.text(ids), text.tokens(ids), ids, float(hyp.score),
+                                   spans, text.words(spans, frame_seconds)))
+        return out
+
+
+def frame_search(model: torch.nn.Module, beam_size: int = 1, nbest: int = 1,
+                 length_bonus: float = 0.0, token_beam: Optional[int] = None,
+                 transducer_conf: Optional[dict] = None):
+    """The search a model decodes with: :class:`TransducerSearch` for transducer models
+    (``transducer_conf``: ESPnet's keys ``search_type`` (``tsd`` or, with beam 1, ``greedy``
+    or ``default``), ``max_sym_exp``, ``score_norm``), else :class:`CTCSearch`."""
+    if not is_transducer(model):
+        if model.ctc is None:
+            raise ValueError("CTC decoding needs a model with a CTC head (ctc_weight > 0)")
+        if transducer_conf:
+            raise ValueError("transducer_conf is given but the model has no transducer decoder")
+        return CTCSearch(model.blank_id, beam_size, nbest, length_bonus, token_beam)
+    if length_bonus or token_beam:
+        raise ValueError("the transducer search has no length bonus (--penalty) or token beam "
+                         "(--token_beam); it tries beam_size labels per hypothesis")
+    conf = dict(transducer_conf or {})
+    search_type = conf.pop("search_type", "tsd" if beam_size > 1 else "greedy")
+    if beam_size > 1 and search_type != "tsd":
+        raise ValueError(
+            f"transducer_conf.search_type={search_type!r}: chunk-by-chunk decoding runs the "
+            "frame-synchronous search, search_type: tsd (time-synchronous decoding)")
+    unknown = sorted(set(conf) - {"max_sym_exp", "score_norm"})
+    if unknown:
+        raise ValueError(f"transducer_conf keys {unknown} do not apply to streaming decoding "
+                         "(known: search_type, max_sym_exp, score_norm)")
+    return TransducerSearch(model, beam_size, nbest, **conf)
 
 
 class _GreedyResult:

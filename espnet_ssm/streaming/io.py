@@ -23,6 +23,7 @@ from espnet2.fileio.datadir_writer import DatadirWriter
 from espnet2.fileio.read_text import read_2columns_text
 from espnet2.fileio.sound_scp import SoundScpReader
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
+from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_ssm.streaming.decoding import Recognition
 
@@ -162,13 +163,16 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, beam_size: int) -> None:
-    """CTC search options (``--penalty`` is the per-token length bonus, as in ESPnet)."""
+    """Search options (``--penalty`` is CTC's per-token length bonus, as in ESPnet)."""
     group = parser.add_argument_group("Search related")
     group.add_argument("--beam_size", type=int, default=beam_size,
                        help="1: CTC greedy; >1: CTC prefix beam search")
     group.add_argument("--token_beam", type=int, default=None,
                        help="tokens tried per frame by the beam search (default: beam_size)")
     group.add_argument("--penalty", type=float, default=0.0, help="per-token length bonus")
+    group.add_argument("--transducer_conf", action=NestedDictAction, default=None,
+                       help="transducer models: search options (ESPnet's keys search_type "
+                       "(tsd for beam_size > 1), max_sym_exp, score_norm)")
 
 
 def device_of(ngpu: int) -> str:
@@ -180,13 +184,13 @@ def device_of(ngpu: int) -> str:
 
 def recognizer_options(args: argparse.Namespace) -> dict:
     """The model, text and search options of a parsed command line, as keyword arguments of
-    :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer`'s subclasses."""
+    :class:`~espnet_ssm.streaming.recognizer.Recognizer`'s subclasses."""
     return dict(
         asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
         token_type=args.token_type, bpemodel=args.bpemodel, beam_size=args.beam_size,
         length_bonus=args.penalty, token_beam=args.token_beam, device=device_of(args.ngpu),
         quantize_asr_model=args.quantize_asr_model, quantize_modules=args.quantize_modules,
-        quantize_dtype=args.quantize_dtype,
+        quantize_dtype=args.quantize_dtype, transducer_conf=args.transducer_conf,
     )
 
 

@@ -30,7 +30,7 @@ from espnet_ssm.layers.streaming import streaming_obstacle
 from espnet_ssm.streaming.decoding import Recognition
 from espnet_ssm.streaming.frontend import FeatureNormalizer, check_waveform, extract_features
 from espnet_ssm.streaming.io import resample
-from espnet_ssm.streaming.recognizer import CTCRecognizer, PathLike, empty_recognition
+from espnet_ssm.streaming.recognizer import Recognizer, PathLike, empty_recognition
 from espnet_ssm.streaming.speech2text import StreamingSpeech2Text
 
 MODES = ("auto", "stream", "offline")
@@ -41,7 +41,7 @@ def streams(encoder: torch.nn.Module) -> bool:
     return hasattr(encoder, "forward_chunk") and streaming_obstacle(encoder) is None
 
 
-class LongFormSpeech2Text(CTCRecognizer):
+class LongFormSpeech2Text(Recognizer):
     """Recognise a long recording in one pass; the result carries word time stamps.
 
     Args:
@@ -51,7 +51,7 @@ class LongFormSpeech2Text(CTCRecognizer):
             step.
         ctc_slice_frames: encoder frames per CTC step in ``offline`` mode.
         **options: the model and search options of
-            :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
+            :class:`~espnet_ssm.streaming.recognizer.Recognizer` (``asr_model``,
             ``token_type``, ``bpemodel``, ``beam_size``, ``length_bonus``, ``token_beam``,
             ``device``, ``quantize_asr_model``, ``quantize_modules``, ``quantize_dtype``); one
             hypothesis is returned.
@@ -115,5 +115,5 @@ class LongFormSpeech2Text(CTCRecognizer):
         self.search.reset()
         for start in range(0, enc.size(0), self.ctc_slice_frames):
             piece = enc[start : start + self.ctc_slice_frames]
-            self.search.step(model.ctc.log_softmax(piece[None])[0])
+            self.consume(piece)
         return self.search.results(self.text, self.frame_seconds)[0]

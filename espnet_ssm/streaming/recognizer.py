@@ -1,8 +1,9 @@
-"""What every CTC recogniser of this package shares: the model, its text converter, the search.
+"""What every recogniser of this package shares: the model, its text converter, the search.
 
-:class:`CTCRecognizer` loads the model (strictly) or takes a built one, checks that it has a CTC
-head, builds the token-to-text converter (token type and sentencepiece model default to the
-training config's) and the CTC search (greedy for ``beam_size == 1``, else prefix beam search).
+:class:`Recognizer` loads the model (strictly) or takes a built one, builds the token-to-text
+converter (token type and sentencepiece model default to the training config's) and the search
+over encoder frames: for a CTC model greedy (``beam_size == 1``) or prefix beam search, for a
+transducer model greedy or time-synchronous beam search (:func:`frame_search`).
 :class:`~espnet_ssm.streaming.speech2text.StreamingSpeech2Text` and
 :class:`~espnet_ssm.streaming.longform.LongFormSpeech2Text` build on it.
 """
@@ -13,7 +14,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from espnet_ssm.streaming.decoding import CTCSearch, Recognition, subsampling_factor
+from espnet_ssm.streaming.decoding import Recognition, frame_search, subsampling_factor
 from espnet_ssm.streaming.frontend import check_streamable_frontend, frontend_sample_rate
 from espnet_ssm.streaming.text import TokenText
 
@@ -53,8 +54,6 @@ def prepare_model(
         if asr_train_config is None:
             raise ValueError("give asr_train_config (and asr_model_file) or asr_model")
         asr_model, args = load_asr_model(asr_train_config, asr_model_file, device)
-    if asr_model.ctc is None:
-        raise ValueError("CTC decoding needs a model with a CTC head (ctc_weight > 0)")
     if token_type is None and args is not None:
         token_type = args.token_type
     if bpemodel is None and args is not None:
@@ -72,8 +71,8 @@ def empty_recognition() -> Recognition:
     return Recognition("", [], [], 0.0)
 
 
-class CTCRecognizer:
-    """A model with a CTC head, its text converter and a CTC search.
+class Recognizer:
+    """A model, its text converter and its search over encoder frames.
 
     Args:
         asr_train_config: the model's ``config.yaml`` (or pass ``asr_model``).
@@ -81,10 +80,13 @@ class CTCRecognizer:
         asr_model: an already built ``ESPnetASRModel`` (instead of the two files).
         token_type: ``bpe``/``char``/...; default: the training config's.
         bpemodel: sentencepiece model; default: the training config's.
-        beam_size: 1 for greedy CTC, else CTC prefix beam search of that width.
+        beam_size: 1 for greedy search, else the beam (CTC prefix beam search, or a transducer's
+            time-synchronous decoding).
         nbest: hypotheses returned at the end of a recording.
-        length_bonus: per-token bonus of the prefix beam search.
-        token_beam: tokens tried per frame by the beam search (default: ``beam_size``).
+        length_bonus: per-token bonus of the CTC prefix beam search.
+        token_beam: tokens tried per frame by the CTC beam search (default: ``beam_size``).
+        transducer_conf: search options of a transducer model (ESPnet's keys ``search_type``,
+            ``max_sym_exp``, ``score_norm``).
         device: ``cpu`` or ``cuda``.
         quantize_asr_model: dynamically quantize the model (CPU only; see
             :mod:`espnet_ssm.streaming.quantization`), as ESPnet's ``Speech2Text``.
@@ -107,17 +109,22 @@ class CTCRecognizer:
         quantize_asr_model: bool = False,
         quantize_modules: Sequence[str] = ("Linear",),
         quantize_dtype: str = "qint8",
+        transducer_conf: Optional[dict] = None,
     ):
         self.asr_model, self.text = prepare_model(
             asr_train_config, asr_model_file, asr_model, token_type, bpemodel, device,
             quantize_asr_model, quantize_modules, quantize_dtype,
         )
         self.device = device
-        self.search = CTCSearch(self.asr_model.blank_id, beam_size, nbest, length_bonus,
-                                token_beam)
+        self.search = frame_search(self.asr_model, beam_size, nbest, length_bonus, token_beam,
+                                   transducer_conf)
         frontend = check_streamable_frontend(self.asr_model.frontend)
         self.sample_rate = frontend_sample_rate(frontend)
         # an encoder frame spans ``subsampling`` feature frames of ``hop`` samples each
         self.frame_seconds = (
             subsampling_factor(self.asr_model.encoder) * frontend.hop_length / self.sample_rate
         )
+
+    def consume(self, enc: torch.Tensor) -> None:
+        """Feed encoder frames (t, D) to the search."""
+        self.search.consume(self.asr_model, enc)

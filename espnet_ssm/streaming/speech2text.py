@@ -29,11 +29,11 @@ from typing import List, Optional
 
 import torch
 
-from espnet_ssm.streaming.decoding import AttentionRescorer, Recognition
+from espnet_ssm.streaming.decoding import AttentionRescorer, Recognition, is_transducer
 from espnet_ssm.layers.streaming import StreamingNotSupported, check_streamable
 from espnet_ssm.streaming.frontend import StreamingFrontend, check_waveform
 from espnet_ssm.streaming.recognizer import (  # noqa: F401  (re-exported)
-    CTCRecognizer,
+    Recognizer,
     PathLike,
     empty_recognition,
     load_asr_model,
@@ -41,16 +41,17 @@ from espnet_ssm.streaming.recognizer import (  # noqa: F401  (re-exported)
 )
 
 
-class StreamingSpeech2Text(CTCRecognizer):
+class StreamingSpeech2Text(Recognizer):
     """Chunk-by-chunk recognition with a causal encoder.
 
     Args:
         asr_train_config: the model's ``config.yaml`` (or pass ``asr_model``).
         asr_model_file: its weights (loaded strictly).
         ctc_weight: 1.0 = CTC only; < 1 rescores the final n-best with the attention decoder
-            (``ctc_weight * ctc + (1 - ctc_weight) * attention``).
+            (``ctc_weight * ctc + (1 - ctc_weight) * attention``). Transducer models are
+            decoded by their transducer search (``beam_size``, ``transducer_conf``).
         **options: the model and search options of
-            :class:`~espnet_ssm.streaming.recognizer.CTCRecognizer` (``asr_model``,
+            :class:`~espnet_ssm.streaming.recognizer.Recognizer` (``asr_model``,
             ``token_type``, ``bpemodel``, ``beam_size``, ``nbest``, ``length_bonus``,
             ``token_beam``, ``device``, and ESPnet's dynamic quantization options
             ``quantize_asr_model``, ``quantize_modules``, ``quantize_dtype``).
@@ -73,6 +74,9 @@ class StreamingSpeech2Text(CTCRecognizer):
         check_streamable(asr_model.encoder)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
         self.rescorer = None
+        if ctc_weight < 1.0 and is_transducer(asr_model):
+            raise ValueError(f"ctc_weight={ctc_weight}: a transducer model is decoded by its "
+                             "transducer search alone (leave ctc_weight at 1)")
         if ctc_weight < 1.0:
             if asr_model.decoder is None:
                 raise ValueError("ctc_weight < 1 needs the model's attention decoder; it has none")
@@ -119,7 +123,7 @@ class StreamingSpeech2Text(CTCRecognizer):
         enc = enc[0]  # (t', d)
         if enc.size(0):
             self.encoder_frames += enc.size(0)
-            self.search.step(self.asr_model.ctc.log_softmax(enc[None])[0])
+            self.consume(enc)
             if self.rescorer is not None:
                 self._enc_chunks.append(enc)
         if not is_final:
