@@ -13,7 +13,9 @@ LibriSpeech Conformer transducer) at T = 250 encoder frames, U = 100 labels, V =
   what was allocated before; on CPU each setting runs in a fresh subprocess and the peak is the
   process's high-water mark (``VmHWM`` in ``/proc/self/status``) minus its resident memory
   just before the step (inputs, weights and libraries already loaded);
-- the time of that step (wall clock; ``--reps`` runs, the fastest);
+- the time of that step: wall clock, and on CPU also the CPU time of the process (all its
+  threads; other jobs on a shared machine inflate it less than wall-clock time); ``--reps``
+  runs, the fastest;
 - the loss and the norm of the gradients of the inputs and of the joint network, which must
   agree between the settings (slicing changes neither).
 
@@ -78,19 +80,21 @@ def measure(opts: argparse.Namespace, slices: int, device: str) -> Dict[str, flo
         torch.cuda.reset_peak_memory_stats()
     else:
         base = _status_kib("VmRSS") * 1024
-    seconds = []
+    wall, cpu = [], []
     for _ in range(opts.reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = step(enc, dec, targets, t_len, u_len)
         if cuda:
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak = torch.cuda.max_memory_allocated() if cuda else _status_kib("VmHWM") * 1024
     grads = [enc.grad, dec.grad, *(p.grad for p in joint.parameters())]
     return {
         "slices": slices,
         "peak_mb": (peak - base) / 2**20,
-        "seconds": min(seconds),
+        "seconds": min(wall),
+        "cpu_seconds": min(cpu),
         "loss": loss,
         "grad_norm": float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))),
     }
@@ -147,15 +151,16 @@ def main(argv: List[str] = None) -> None:
         for s in opts.slices
     ]
     naive = rows[0]
-    print("| slices | utterances per slice | peak memory (MB) | vs 1 slice | time (s) | loss | "
-          "gradient norm |")
-    print("|---|---|---|---|---|---|---|")
+    print("| slices | utterances per slice | peak memory (MB) | vs 1 slice | wall time (s) | "
+          "CPU time (s) | loss | gradient norm |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         per = opts.batch / r["slices"]
+        cpu = f"{r['cpu_seconds']:.2f}" if device == "cpu" else "-"
         print(
             f"| {r['slices']} | {per:g} | {r['peak_mb']:.0f} | "
-            f"{r['peak_mb'] / naive['peak_mb']:.2f} | {r['seconds']:.2f} | {r['loss']:.6f} | "
-            f"{r['grad_norm']:.6f} |"
+            f"{r['peak_mb'] / naive['peak_mb']:.2f} | {r['seconds']:.2f} | {cpu} | "
+            f"{r['loss']:.6f} | {r['grad_norm']:.6f} |"
         )
 
 

@@ -125,6 +125,21 @@ def test_tiny_config_loss_equals_alpha_recursion_on_own_joint_outputs(config, da
     assert stats["cer_transducer"] is not None and stats["wer_transducer"] is not None
 
 
+def test_interctc_is_folded_into_the_ctc_loss_as_espnet_does(data):
+    args = ASRTask.get_parser().parse_args([
+        "--config", str(TUNING / "train_asr_mh_ssm_transducer_tiny.yaml"), "--token_list",
+        str(data.token_list), "--output_dir", "x",
+        "--encoder_conf", "interctc_layer_idx=[1]", "--model_conf", "interctc_weight=0.4",
+    ])
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args).train()
+    torch.manual_seed(1)
+    loss, stats, _ = model(**batch_of(model, seed=8))
+    ctc = (1 - 0.4) * float(stats["loss_ctc"]) + 0.4 * float(stats["loss_interctc_layer1"])
+    expected = float(stats["loss_transducer"]) + model.ctc_weight * ctc
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+
+
 def test_sliced_model_equals_whole_batch_also_under_ddp(data, tmp_path):
     """Same seed, same dropout: loss and every parameter's gradient agree, DDP included."""
     import torch.distributed as dist

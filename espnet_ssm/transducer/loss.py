@@ -207,8 +207,12 @@ def joint_rnnt_loss(
         logit_lengths, target_lengths, vocab_size, batch_slices, max_joint_elements
     )
     if len(slices) == 1:
+        # ESPnet's computation; the trim only matters for an encoder output longer than its
+        # longest length, which torchaudio's kernel would refuse.
+        t_max, u_max = int(logit_lengths.max()), int(target_lengths.max())
+        enc_out, dec_out = enc_out[:, :t_max], dec_out[:, : u_max + 1]
         logits = joint_network(enc_out.unsqueeze(2), dec_out.unsqueeze(1))
-        return rnnt_loss(logits, targets, logit_lengths, target_lengths, blank_id)
+        return rnnt_loss(logits, targets[:, :u_max], logit_lengths, target_lengths, blank_id)
 
     # The projections are small (B x T x J, B x (U+1) x J); only the broadcast sum, activation
     # and output layer are per slice, and only those are recomputed in the backward pass.
