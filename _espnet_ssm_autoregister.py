@@ -1,4 +1,4 @@
-"""Start-up hook that registers espnet-ssm's encoders when ESPnet's task modules are imported.
+"""Start-up hook that registers espnet-ssm's classes when ESPnet's task modules are imported.
 
 Installing the package puts ``espnet_ssm_autoregister.pth`` into site-packages. Its single line
 calls :func:`install` at interpreter start-up (unless ``ESPNET_SSM_AUTOREGISTER`` is ``0``,
@@ -23,8 +23,8 @@ import sys
 ENV_VAR = "ESPNET_SSM_AUTOREGISTER"
 _OFF_VALUES = ("0", "false", "no", "off")
 
-#: ESPnet modules whose import triggers the registration: the task modules listed in
-#: ``espnet_ssm.registry.ENCODER_REGISTRIES`` (a test keeps the two lists in step).
+#: ESPnet modules whose import triggers the registration: the task modules of
+#: ``espnet_ssm.registry.ENCODER_REGISTRIES`` and ``MODEL_REGISTRIES`` (a test keeps them in step).
 TRIGGER_MODULES = frozenset(
     {
         "espnet2.tasks.asr",
