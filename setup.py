@@ -56,11 +56,12 @@ if editable_wheel is not None and hasattr(editable_wheel, "_run_build_commands")
 
         An editable wheel ignores what build_py writes into build_lib; everything at the root of
         the unpacked editable wheel is installed into site-packages and listed in RECORD, so
-        ``pip uninstall`` removes it. That directory is handed to ``_run_build_commands`` (the
-        same signature from setuptools 64 to at least 84).
+        ``pip uninstall`` removes it. That directory is handed to ``_run_build_commands``, a
+        private method with the same signature in setuptools 65 and 84 (both checked); without
+        it, the class is not used and editable installs go without the hook.
         """
 
-        def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+        def _run_build_commands(self, dist_name: str, unpacked_wheel, build_lib, tmp_dir) -> tuple:
             result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
             _write_pth(str(unpacked_wheel))
             return result
