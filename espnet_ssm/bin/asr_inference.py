@@ -2,7 +2,9 @@
 """Decode with an ASR model: ``espnet2.bin.asr_inference`` with strict model loading.
 
 Same options as ESPnet's. Models are built by :class:`espnet_ssm.tasks.SSMASRTask`, which knows
-our encoders and refuses checkpoints whose parameters do not match the config.
+our encoders and refuses checkpoints whose parameters do not match the config. Transducer models
+(``model: espnet_ssm_transducer``) decode with ESPnet's ``BeamSearchTransducer``
+(``--transducer_conf``; see ``conf/decode_asr_transducer.yaml``).
 ``--quantize_asr_model`` / ``--quantize_lm`` use
 :func:`espnet_ssm.streaming.quantization.quantize_asr_model` (pointwise convolutions quantized
 with the ``Linear`` layers; ``speech_mamba`` works), see ``espnet_quantization`` there.
