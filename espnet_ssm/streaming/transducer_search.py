@@ -66,7 +66,7 @@ class TransducerHypothesis:
 
     prefix: Prefix
     score: float
-    dec_out: torch.Tensor  # (D_dec,)
+    dec_proj: torch.Tensor  # (D_joint,): the prediction network's output in the joint space
     dec_state: DecState
 
     @property
@@ -74,26 +74,39 @@ class TransducerHypothesis:
         return [s.token for s in self.prefix.spans()]
 
 
-class _PredictionNetwork:
-    """ESPnet's transducer decoder run one label at a time, batched over hypotheses."""
+class _TransducerNetworks:
+    """ESPnet's prediction network run one label at a time (batched over hypotheses), and its
+    joint network with both inputs projected once: the encoder frames of a chunk together, each
+    prediction output when it is made (``JointNetwork(..., no_projection=True)``)."""
 
-    def __init__(self, decoder: torch.nn.Module, blank: int):
-        self.decoder, self.blank = decoder, blank
+    def __init__(self, decoder: torch.nn.Module, joint_network: torch.nn.Module, blank: int):
+        self.decoder, self.joint, self.blank = decoder, joint_network, blank
 
     def start(self, device: torch.device) -> Tuple[torch.Tensor, DecState]:
-        """Output and state after the blank that starts every sequence (as ESPnet's search)."""
+        """Projected output and state after the blank that starts every sequence (as ESPnet's
+        search)."""
         self.decoder.set_device(device)
         out, states = self.step([self.blank], [self.decoder.init_state(1)])
         return out[0], states[0]
 
     def step(self, labels: List[int], states: List[DecState]) -> Tuple[torch.Tensor,
                                                                        List[DecState]]:
-        """Each state advanced by its label -> (outputs (n, D_dec), new states)."""
+        """Each state advanced by its label -> (projected outputs (n, D_joint), new states)."""
         dec = self.decoder
         batch = dec.create_batch_states(None, states)
         emb = dec.embed(torch.tensor(labels, dtype=torch.long, device=dec.device)[:, None])
-        out, new = dec.rnn_forward(emb, batch)  # out (n, 1, D_dec)
-        return out[:, 0], [dec.select_state(new, i) for i in range(len(labels))]
+        # oneDNN's LSTM re-lays its weights out on every call: 10x slower for one step on a CPU
+        with torch.backends.mkldnn.flags(enabled=False):
+            out, new = dec.rnn_forward(emb, batch)  # out (n, 1, D_dec)
+        return self.joint.lin_dec(out[:, 0]), [dec.select_state(new, i) for i in range(len(labels))]
+
+    def project_frames(self, enc: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (t, D_enc) in the joint space (t, D_joint)."""
+        return self.joint.lin_enc(enc)
+
+    def log_probs(self, enc_proj: torch.Tensor, dec_proj: torch.Tensor) -> torch.Tensor:
+        """log softmax of the joint network on projected inputs (n or 1, D_joint) -> (n, V)."""
+        return torch.log_softmax(self.joint(enc_proj, dec_proj, no_projection=True), dim=-1)
 
 
 class StreamingTransducerGreedy:
@@ -110,8 +123,8 @@ class StreamingTransducerGreedy:
                  max_sym_exp: int = 2):
         if max_sym_exp < 2:
             raise ValueError(f"max_sym_exp must be >= 2 (labels per frame + 1), got {max_sym_exp}")
-        self.net = _PredictionNetwork(decoder, blank)
-        self.joint, self.blank, self.max_labels = joint_network, blank, max_sym_exp - 1
+        self.net = _TransducerNetworks(decoder, joint_network, blank)
+        self.blank, self.max_labels = blank, max_sym_exp - 1
         self.reset()
 
     def reset(self) -> None:
@@ -127,9 +140,10 @@ class StreamingTransducerGreedy:
             out, state = self.net.start(enc.device)
             self.hyp = TransducerHypothesis(EMPTY, 0.0, out, state)
         hyp = self.hyp
-        for h_t in enc:
+        for h_t in self.net.project_frames(enc):
             for _ in range(self.max_labels):  # the label limit may end a frame without blank
-                lp, k = torch.log_softmax(self.joint(h_t, hyp.dec_out), dim=-1).max(dim=-1)
+                # two-dimensional inputs: quantized linear layers need them
+                lp, k = self.net.log_probs(h_t[None], hyp.dec_proj[None])[0].max(dim=-1)
                 if int(k) == self.blank:
                     hyp.score += float(lp)
                     break
@@ -162,8 +176,8 @@ class StreamingTransducerBeam:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if max_sym_exp < 2:
             raise ValueError(f"max_sym_exp must be >= 2 (labels per frame + 1), got {max_sym_exp}")
-        self.net = _PredictionNetwork(decoder, blank)
-        self.joint, self.blank = joint_network, blank
+        self.net = _TransducerNetworks(decoder, joint_network, blank)
+        self.blank = blank
         self.beam, self.max_sym_exp = beam_size, max_sym_exp
         self.reset()
 
@@ -178,7 +192,7 @@ class StreamingTransducerBeam:
         if not self.hyps:
             out, state = self.net.start(enc.device)
             self.hyps = [TransducerHypothesis(EMPTY, 0.0, out, state)]
-        for h_t in enc:
+        for h_t in self.net.project_frames(enc):
             self.hyps = self._frame(h_t)
             self.frames += 1
 
@@ -186,16 +200,14 @@ class StreamingTransducerBeam:
         ended: Dict[int, TransducerHypothesis] = {}  # by label sequence, ending with blank
         current = self.hyps
         for round_ in range(self.max_sym_exp):
-            logp = torch.log_softmax(
-                self.joint(h_t[None], torch.stack([h.dec_out for h in current])), dim=-1
-            )  # (n, V)
+            logp = self.net.log_probs(h_t[None], torch.stack([h.dec_proj for h in current]))
             vocab = logp.size(-1)
             blank_lp = logp[:, self.blank].tolist()
             for hyp, lp in zip(current, blank_lp):
                 score = hyp.score + lp
                 same = ended.get(hyp.prefix.key)
                 if same is None:
-                    ended[hyp.prefix.key] = TransducerHypothesis(hyp.prefix, score, hyp.dec_out,
+                    ended[hyp.prefix.key] = TransducerHypothesis(hyp.prefix, score, hyp.dec_proj,
                                                                  hyp.dec_state)
                 else:  # another alignment of the same labels
                     same.score = float(np.logaddexp(same.score, score))
