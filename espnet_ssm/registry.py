@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Dict, Iterable, List, Tuple, Type
+from typing import Dict, Iterable, List, Tuple
 
 # (task module, attribute) pairs that hold an ASR-style encoder registry.
 ENCODER_REGISTRIES: Tuple[Tuple[str, str], ...] = (
@@ -74,17 +74,23 @@ def register_encoders(
     """
     from espnet2.asr.encoder.abs_encoder import AbsEncoder
 
-    for name, cls in encoders.items():
+    return _register("encoder", AbsEncoder, encoders, registries)
+
+
+def _register(kind: str, base: type, classes: Dict[str, type],
+              registries: Iterable[Tuple[str, str]]) -> List[str]:
+    """Check ``{name: class}`` (lower-case names, subclasses of ``base``), then add each to every
+    installed registry of ``registries``; returns the entries added now."""
+    for name, cls in classes.items():
         if name != name.lower() or name in ("none", "nil", "null"):
             raise ValueError(
-                f"Encoder registry names must be lower-case and not none/nil/null, got '{name}'"
+                f"{kind.capitalize()} registry names must be lower-case and not none/nil/null, "
+                f"got '{name}'"
             )
-        if not (isinstance(cls, type) and issubclass(cls, AbsEncoder)):
+        if not (isinstance(cls, type) and issubclass(cls, base)):
             raise TypeError(
-                f"Encoder '{name}' ({cls!r}) must subclass "
-                "espnet2.asr.encoder.abs_encoder.AbsEncoder"
+                f"{kind.capitalize()} '{name}' ({cls!r}) must subclass {_qualname(base)}"
             )
-
     added: List[str] = []
     for module_name, attr in registries:
         try:
@@ -94,8 +100,8 @@ def register_encoders(
             continue
         choices = getattr(module, attr)
         label = f"{module_name}.{attr}"
-        for name, cls in encoders.items():
-            if _register_one(choices, label, name, cls):
+        for name, cls in classes.items():
+            if _register_one(choices, label, name, cls, kind):
                 added.append(f"{label}:{name}")
     return added
 
@@ -136,26 +142,10 @@ def register_models(
         TypeError: a class does not subclass ESPnet's ``ESPnetASRModel``.
         RegistryCollisionError: a name is already used by another class.
     """
+    # ASRTask.build_model is type-checked to return an ESPnetASRModel.
     from espnet2.asr.espnet_model import ESPnetASRModel
 
-    for name, cls in models.items():
-        if name != name.lower() or name in ("none", "nil", "null"):
-            raise ValueError(
-                f"Model registry names must be lower-case and not none/nil/null, got '{name}'"
-            )
-        # ASRTask.build_model is type-checked to return an ESPnetASRModel.
-        if not (isinstance(cls, type) and issubclass(cls, ESPnetASRModel)):
-            raise TypeError(
-                f"Model '{name}' ({cls!r}) must subclass espnet2.asr.espnet_model.ESPnetASRModel"
-            )
-    added: List[str] = []
-    for module_name, attr in registries:
-        choices = getattr(importlib.import_module(module_name), attr)
-        label = f"{module_name}.{attr}"
-        for name, cls in models.items():
-            if _register_one(choices, label, name, cls, kind="model"):
-                added.append(f"{label}:{name}")
-    return added
+    return _register("model", ESPnetASRModel, models, registries)
 
 
 def our_models() -> Dict[str, type]:

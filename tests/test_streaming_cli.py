@@ -34,6 +34,13 @@ def write_scp(root, rng, rates=(8000, 8000, 16000)):
     return root / "wav.scp", audio
 
 
+def io_args(model_files, scp, out):
+    """The model, input and output options every inference command line takes."""
+    config, model_file = model_files
+    return ["--asr_train_config", str(config), "--asr_model_file", str(model_file),
+            "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out)]
+
+
 def read_table(path):
     out = {}
     for line in path.read_text().splitlines():
@@ -75,9 +82,7 @@ def test_long_form_cli_writes_words_and_ctm(model, tmp_path, rng):
     scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
     out = tmp_path / "decode"
     asr_inference_longform.main([
-        "--asr_train_config", str(config), "--asr_model_file", str(model_file),
-        "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
-        "--chunk_seconds", "0.5",
+        *io_args(model, scp, out), "--chunk_seconds", "0.5",
     ])
     s2t = LongFormSpeech2Text(config, model_file)
     ctm = (out / "1best_recog" / "ctm").read_text().splitlines()

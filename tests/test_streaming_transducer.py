@@ -16,7 +16,7 @@ from espnet_ssm.streaming.transducer_search import (
     StreamingTransducerBeam,
     StreamingTransducerGreedy,
 )
-from test_streaming_cli import read_table, write_scp
+from test_streaming_cli import io_args, read_table, write_scp
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 from test_streaming_speech2text import make_model_files, waveform
 
@@ -129,8 +129,7 @@ def test_cli_and_long_form_decode_transducer_models(transducer_files, tmp_path, 
     scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
     out = tmp_path / "decode"
     asr_inference_streaming.main([
-        "--asr_train_config", str(config), "--asr_model_file", str(model_file),
-        "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
+        *io_args(transducer_files, scp, out),
         "--sim_chunk_length", "700", "--beam_size", "3", "--transducer_conf", "max_sym_exp=3",
     ])
     ids = read_table(out / "1best_recog" / "token_int")

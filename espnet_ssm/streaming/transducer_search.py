@@ -96,7 +96,8 @@ class _TransducerNetworks:
         batch = dec.create_batch_states(None, states)
         emb = dec.embed(torch.tensor(labels, dtype=torch.long, device=dec.device)[:, None])
         # oneDNN's LSTM re-lays its weights out on every call: 10x slower for one step on a CPU
-        with torch.backends.mkldnn.flags(enabled=False):
+        with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None,
+                                         fp32_precision=None):
             out, new = dec.rnn_forward(emb, batch)  # out (n, 1, D_dec)
         return self.joint.lin_dec(out[:, 0]), [dec.select_state(new, i) for i in range(len(labels))]
 

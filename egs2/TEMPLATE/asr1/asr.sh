@@ -80,7 +80,9 @@ feats_normalize=global_mvn # Normalization layer type.
 inference_tag=    # Suffix to the result dir for decoding.
 inference_config= # Config for decoding.
 inference_args=   # Arguments for decoding, e.g., "--lm_weight 0.1".
-inference_asr_model=valid.acc.ave.pth # ASR model path for decoding.
+inference_asr_model=  # ASR model path for decoding; default: valid.<name>.ave.pth from the first
+                      # best_model_criterion of the training config (valid.acc.ave.pth when it
+                      # names none, as ESPnet; valid.loss.ave.pth for transducer configs).
 inference_lm=valid.loss.ave.pth       # Language model path for decoding.
 use_streaming=false # Stage 12 decodes chunk by chunk (causal encoders; the chunk size is the
                     # decoding config's sim_chunk_length) with espnet_ssm.bin.asr_inference_streaming.
@@ -198,11 +200,12 @@ Options:
     --inference_config    # Config for decoding (default="${inference_config}").
     --inference_args      # Arguments for decoding (default="${inference_args}").
                           # e.g., --inference_args "--beam_size 10"
-    --inference_asr_model # ASR model path for decoding (default="${inference_asr_model}").
+    --inference_asr_model # ASR model path for decoding (default: valid.<name>.ave.pth from the
+                          # training config's first best_model_criterion, else valid.acc.ave.pth).
     --inference_lm        # Language model path for decoding (default="${inference_lm}").
     --use_streaming       # Decode chunk by chunk with carried state: causal encoders only, CTC
-                          # search, no LM; chunk size: sim_chunk_length in the decoding config
-                          # (default="${use_streaming}").
+                          # or transducer search, no LM; chunk size: sim_chunk_length in the
+                          # decoding config (default="${use_streaming}").
 
     # Upload related
     --hf_repo # Hugging Face repository to upload to in stage 15 (default="${hf_repo}").
@@ -232,6 +235,15 @@ fi
 . ./cmd.sh
 
 helper="${python} pyscripts/helper.py"
+
+if [ -z "${inference_asr_model}" ]; then
+    # the averaged model the training config ranks by (transducer configs: validation loss)
+    inference_asr_model=$(${python} -c '
+import sys, yaml
+conf = (yaml.safe_load(open(sys.argv[1])) if sys.argv[1] else None) or {}
+crit = (conf.get("best_model_criterion") or [["valid", "acc", "max"]])[0]
+print(f"{crit[0]}.{crit[1]}.ave.pth")' "${asr_config}")
+fi
 
 # Check required arguments
 if [ -z "${train_set}" ] || [ -z "${valid_set}" ] || [ -z "${test_sets}" ]; then
@@ -751,7 +763,7 @@ if run_stage 12; then
     log "Stage 12: Decoding: training_dir=${asr_exp}"
     if "${use_streaming}"; then
         if "${use_lm}"; then
-            log "Error: --use_streaming true decodes with CTC search only, without a language model: add --use_lm false"
+            log "Error: --use_streaming true decodes with the CTC or transducer search alone, without a language model: add --use_lm false"
             exit 1
         fi
         _inference_module=espnet_ssm.bin.asr_inference_streaming
