@@ -2,7 +2,7 @@
 """Streaming and long-form benchmarks (issue 6). Prints markdown tables.
 
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
-        [--weights float32 int8 int8-conv]
+        [--weights float32 int8 int8-conv] [--paths eager compiled]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
 
@@ -10,7 +10,9 @@ streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for th
 encoders on one CPU thread, with float32 weights and with int8 dynamic quantization
 (``quantize_asr_model``; ``int8``: Linear layers and pointwise convolutions, ESPnet's default
 ``--quantize_modules Linear``; ``int8-conv``: also the subsampling's Conv2d, ``--quantize_modules
-Linear Conv2d``). Latency per chunk is the compute time of one call (the audio
+Linear Conv2d``), each through the eager reference path and with ``compiled`` S4D steps
+(``use_compiled_steps``: chunks of up to 4 encoder frames through one compiled kernel per
+layer; ``--paths``). Latency per chunk is the compute time of one call (the audio
 itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
 right context).
 
@@ -130,13 +132,14 @@ def percentile(xs: List[float], q: float) -> float:
 def bench_streaming(args: argparse.Namespace) -> None:
     import torch
 
+    from espnet_ssm.layers.s4d import use_compiled_steps
     from espnet_ssm.streaming import StreamingSpeech2Text
 
     torch.set_num_threads(1)
     audio = synthetic_audio(args.seconds)
     print(f"\n### Streaming (CTC greedy, 1 CPU thread, {args.seconds:g} s of audio)\n")
-    print("| encoder | params | weights | chunk | RTF | latency/chunk mean | p95 | max |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| encoder | params | weights | S4D steps | chunk | RTF | latency/chunk mean | p95 | max |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders or STREAMING:
             encoder, conf = ENCODERS[name]
@@ -148,19 +151,21 @@ def bench_streaming(args: argparse.Namespace) -> None:
                     quantize_asr_model=weights != "float32",
                     quantize_modules=["Linear", "Conv2d"] if weights == "int8-conv" else ["Linear"])
                 for ms in args.chunks_ms:
-                    chunk = FS * ms // 1000
-                    s2t.recognize(audio[: FS * 2], chunk)  # warm-up
-                    lat = []
-                    t0 = time.perf_counter()
-                    n = audio.numel()
-                    for start in range(0, n, chunk):
-                        c0 = time.perf_counter()
-                        s2t(audio[start : start + chunk], is_final=start + chunk >= n)
-                        lat.append(1000 * (time.perf_counter() - c0))
-                    rtf = (time.perf_counter() - t0) / args.seconds
-                    print(f"| {name} | {params:.1f} M | {weights} | {ms} ms | {rtf:.3f} | "
-                          f"{sum(lat) / len(lat):.1f} ms | {percentile(lat, 0.95):.1f} ms | "
-                          f"{max(lat):.1f} ms |", flush=True)
+                    for path in args.paths:  # one after the other: the ratio is in one run
+                        use_compiled_steps(s2t.asr_model.encoder, path == "compiled")
+                        chunk = FS * ms // 1000
+                        s2t.recognize(audio[: FS * 2], chunk)  # warm-up (and compilation)
+                        lat = []
+                        t0 = time.perf_counter()
+                        n = audio.numel()
+                        for start in range(0, n, chunk):
+                            c0 = time.perf_counter()
+                            s2t(audio[start : start + chunk], is_final=start + chunk >= n)
+                            lat.append(1000 * (time.perf_counter() - c0))
+                        rtf = (time.perf_counter() - t0) / args.seconds
+                        print(f"| {name} | {params:.1f} M | {weights} | {path} | {ms} ms | "
+                              f"{rtf:.3f} | {sum(lat) / len(lat):.1f} ms | "
+                              f"{percentile(lat, 0.95):.1f} ms | {max(lat):.1f} ms |", flush=True)
 
 
 def longform_worker(name: str, minutes: float, mode: str, threads: int) -> None:
@@ -247,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     s.add_argument("--weights", nargs="+", default=["float32", "int8", "int8-conv"],
                    choices=["float32", "int8", "int8-conv"])
     s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
+    s.add_argument("--paths", nargs="+", default=["eager", "compiled"],
+                   choices=["eager", "compiled"])
     lf = sub.add_parser("longform")
     lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     lf.add_argument("--mem_cap_gb", type=float, default=12.0)

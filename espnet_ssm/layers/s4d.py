@@ -28,7 +28,8 @@ conjugate pairs (no factor 2), so ``d_state`` counts modes; S4D-Real has N real 
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import logging
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ from espnet_ssm.ops import (
     s4d_discretize,
     s4d_init,
     s4d_kernel,
+    s4d_planar_steps,
     s4d_short_chunk,
     s4d_short_chunk_tables,
     s4d_step,
@@ -110,6 +112,10 @@ class S4D(torch.nn.Module):
             if p is not None:
                 set_optim_hint(p, weight_decay=0.0, lr=lr)
         self._weight_cache: WeightCache = WeightCache()  # streaming's discretised form
+        self._planar_cache: WeightCache = WeightCache()  # its real planes, for compiled steps
+        # chunks of up to LOOP_FRAMES frames through one compiled kernel (CPU, inference);
+        # switched on by use_compiled_steps, off by default (the first call compiles)
+        self.compiled_steps = False
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -205,7 +211,13 @@ class S4D(torch.nn.Module):
         l = x.size(1)
         if l == 0:
             return x, state
-        if l > self.TABLE_FRAMES or (torch.is_grad_enabled() and self.log_dt.requires_grad):
+        recording = torch.is_grad_enabled() and self.log_dt.requires_grad
+        if self.compiled_steps and l <= self.LOOP_FRAMES and not recording \
+                and x.device.type == "cpu" and x.dtype == self.log_dt.dtype:
+            return self._planar_steps(x, state)
+        if state.dim() == 4:  # the planar state of the compiled path, back to complex
+            state = torch.complex(state[:, 0], state[:, 1])
+        if l > self.TABLE_FRAMES or recording:
             A, B, C = self._ssm()
             y, state = s4d_chunk(x.transpose(1, 2), state, self.log_dt, A, B, C[0], self.D,
                                  self.discretization)
@@ -241,6 +253,27 @@ class S4D(torch.nn.Module):
 
         return self._weight_cache.get(list(self.parameters()), build)
 
+    # ------------------------------------------------------------------ compiled steps
+    def _planar_steps(
+        self, x: torch.Tensor, state: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The frame loop as one compiled kernel (``ops.s4d_planar_steps``); a complex SSM's
+        state is carried as its (B, 2, H, N) planes, which the other paths convert back."""
+        dA, dB, C = self._planar_cache.get(list(self.parameters()), self._planar_weights)
+        if dA.dim() == 3 and state.dim() == 3:  # complex state from another path (or zeros)
+            state = torch.stack([state.real, state.imag], dim=1) if state.is_complex() \
+                else torch.stack([state, torch.zeros_like(state)], dim=1)
+        elif dA.dim() == 2 and state.is_complex():  # a real SSM's state from the blocked path
+            state = state.real
+        return _compiled_planar_steps()(x, state, dA, dB, C, self.D)
+
+    def _planar_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Ā, B̄, C) as contiguous (2, H, N) real/imaginary planes, or (H, N) when real."""
+        dA, dB, C, _ = self._streaming_tables()
+        if not dA.is_complex():
+            return dA, dB, C
+        return tuple(torch.stack([t.real, t.imag]).contiguous() for t in (dA, dB, C))
+
     def _rep_conv(self, h: torch.Tensor) -> torch.Tensor:
         """REP on frames h (B, t + k - 1, H) -> (B, t, H): the k-tap SSM kernel, no padding."""
         weight = self._weight_cache.get(
@@ -267,3 +300,41 @@ class S4D(torch.nn.Module):
             f"discretization={self.discretization}, bidirectional={self.bidirectional}, "
             f"kernel_size={self.kernel_size}"
         )
+
+
+# ---------------------------------------------------------------------- compiled steps
+_compiled: Optional[Callable] = None
+
+
+def _compiled_planar_steps() -> Callable:
+    """``s4d_planar_steps`` through ``torch.compile`` (inductor: C++ from gcc), made once per
+    process; each chunk length and layer shape compiles on first use (a few seconds), later
+    processes reuse inductor's on-disk cache. Where compiling fails, the same function runs
+    eagerly (with a warning)."""
+    global _compiled
+    if _compiled is None:
+        compiled = torch.compile(s4d_planar_steps, dynamic=False)
+
+        def run(*args):
+            global _compiled
+            try:
+                return compiled(*args)
+            except Exception as e:  # no compiler, unsupported platform: stay correct
+                logging.warning("S4D compiled steps unavailable (%s: %s); running them eagerly",
+                                type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                _compiled = s4d_planar_steps
+                return s4d_planar_steps(*args)
+
+        _compiled = run
+    return _compiled
+
+
+def use_compiled_steps(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Run every S4D layer of ``model`` on short streaming chunks (up to ``S4D.LOOP_FRAMES``
+    frames, CPU, inference) through one compiled kernel instead of the frame loop; returns the
+    number of layers switched. The frame loop stays the reference (equal within float32
+    rounding, ``tests/test_streaming_fast.py``)."""
+    layers = [m for m in model.modules() if isinstance(m, S4D)]
+    for m in layers:
+        m.compiled_steps = enabled
+    return len(layers)

@@ -21,7 +21,13 @@ from espnet_ssm.ops.fftconv import fft_bidirectional_conv, fft_causal_conv
 from espnet_ssm.ops.padding import lengths_to_mask, reverse_padded, zero_padded
 from espnet_ssm.ops.param_groups import set_optim_hint, ssm_param_groups
 from espnet_ssm.ops.s4d_init import S4D_INITS, init_log_dt, s4d_init, s4d_inv_init, s4d_lin_init, s4d_real_init
-from espnet_ssm.ops.s4d_kernel import s4d_chunk, s4d_discretize, s4d_kernel, s4d_step
+from espnet_ssm.ops.s4d_kernel import (
+    s4d_chunk,
+    s4d_discretize,
+    s4d_kernel,
+    s4d_planar_steps,
+    s4d_step,
+)
 from espnet_ssm.ops.s4d_short_chunk import ShortChunkTables, s4d_short_chunk, s4d_short_chunk_tables
 from espnet_ssm.ops.selective_scan import selective_scan, selective_scan_step
 
@@ -42,6 +48,7 @@ __all__ = [
     "s4d_kernel",
     "s4d_lin_init",
     "s4d_real_init",
+    "s4d_planar_steps",
     "s4d_short_chunk",
     "s4d_short_chunk_tables",
     "s4d_step",

@@ -201,6 +201,42 @@ def s4d_step(
     return y.to(u_t.dtype), new_state
 
 
+def s4d_planar_steps(
+    u: torch.Tensor,
+    state: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """l recurrent steps in real arithmetic on planar (real, imaginary) arrays, no checks.
+
+    The same maths as l calls of :func:`s4d_step`, written with real element-wise operations
+    only, so that a compiler can fuse the whole loop into one kernel (``torch.compile`` does
+    not generate code for complex operations). A complex SSM passes ``dA``, ``dB``, ``C`` as
+    (2, H, N) planes (real part, imaginary part) and its state as (B, 2, H, N); a real SSM
+    passes (H, N) and (B, H, N).
+
+    Returns:
+        (y (B, l, H), the state after the chunk in the same layout).
+    """
+    ys = []
+    if dA.dim() == 3:
+        (ar, ai), (br, bi), (cr, ci) = dA, dB, C
+        sr, si = state[:, 0], state[:, 1]
+        for t in range(u.size(1)):
+            ut = u[:, t, :, None]
+            sr, si = ar * sr - ai * si + br * ut, ar * si + ai * sr + bi * ut
+            ys.append((cr * sr - ci * si).sum(-1))  # Re(C x)
+        state = torch.stack([sr, si], dim=1)
+    else:
+        for t in range(u.size(1)):
+            state = dA * state + dB * u[:, t, :, None]
+            ys.append((C * state).sum(-1))
+    y = torch.stack(ys, dim=1)
+    return (y + D * u if D is not None else y), state
+
+
 def s4d_chunk(
     u: torch.Tensor,
     state: torch.Tensor,
