@@ -16,7 +16,10 @@ Modes of operation:
 - streaming (causal only): ``forward_chunk`` on chunks of any size (``step``: one frame); the
   carried state is the SSM state x (complex for complex A) or, for REP, the last k-1 inputs.
   The discretisation and the short-chunk tables are computed once per weight version. Both
-  equal ``forward`` on the concatenated input.
+  equal ``forward`` on the concatenated input. :func:`use_compiled_steps` (opt-in) runs chunks
+  of up to ``LOOP_FRAMES`` frames (CPU, inference) through one ``torch.compile``d kernel, the
+  frame loop in real arithmetic (``ops.s4d_planar_steps``), instead of about ten small
+  operations per frame; the frame loop stays the reference.
 
 Parameters are stored as real tensors (complex ones through ``view_as_real``) so that ESPnet's
 checkpoint averaging and any optimizer handle them: ``log_dt`` (H,), ``log_A_real`` (H, N) with
