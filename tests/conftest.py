@@ -1,7 +1,15 @@
-"""Shared fixtures: a tiny generated ASR dataset in ESPnet's data-directory format."""
+"""Shared fixtures: a tiny generated ASR dataset in ESPnet's data-directory format, and the
+random seed of each test.
+
+Every test runs with its own seed: torch's, numpy's and Python's global generators are seeded
+with it before the test's fixtures are set up, and the ``seed`` / ``rng`` fixtures hand it out.
+A failing test reports its seed in a "seed" section together with the command that replays it
+(``TEST_SEED=<seed> pytest <test id>``); without ``TEST_SEED`` each run draws fresh seeds.
+"""
 from __future__ import annotations
 
 import os
+import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +17,44 @@ from typing import List
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SEED_ENV = "TEST_SEED"
+SEED_KEY = pytest.StashKey[int]()
+
+
+# ----------------------------------------------------------------------------- seeds
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Seed the global generators before the test's fixtures (module-scoped ones included)."""
+    given = os.environ.get(SEED_ENV)
+    seed = int(given) if given else int.from_bytes(os.urandom(4), "little")
+    item.stash[SEED_KEY] = seed
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and SEED_KEY in item.stash:
+        seed = item.stash[SEED_KEY]
+        report.sections.append(("seed", f"{SEED_ENV}={seed} pytest '{item.nodeid}'"))
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """This test's seed (the global generators are already seeded with it)."""
+    return request.node.stash[SEED_KEY]
+
+
+@pytest.fixture
+def rng(seed: int) -> np.random.Generator:
+    """A numpy generator seeded with this test's seed."""
+    return np.random.default_rng(seed)
 
 
 @dataclass
@@ -74,5 +118,5 @@ def make_tiny_asr_data(root: Path, n_utts: int = 8, seed: int = 0) -> TinyASRDat
 
 
 @pytest.fixture
-def tiny_asr_data(tmp_path: Path) -> TinyASRData:
-    return make_tiny_asr_data(tmp_path / "data", seed=int.from_bytes(os.urandom(2), "little"))
+def tiny_asr_data(tmp_path: Path, seed: int) -> TinyASRData:
+    return make_tiny_asr_data(tmp_path / "data", seed=seed)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -12,15 +11,9 @@ import torch
 
 from espnet_ssm.streaming.ctc_greedy import StreamingCTCGreedy
 from espnet_ssm.streaming.ctc_prefix_beam import StreamingCTCPrefixBeamSearch
+from conftest import rng  # noqa: F401  (the seeded fixture; other tests import it from here)
 
 
-@pytest.fixture
-def rng():
-    """A fresh random generator per test (torch seeded too); the seed is printed for replay."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print("seed", seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def random_log_probs(rng, T, V, peaky=3.0):
