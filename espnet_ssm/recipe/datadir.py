@@ -202,21 +202,24 @@ def _replace_dir(dst: PathLike, tables: Dict[str, Dict[str, str]]) -> None:
 def split_scp(scp: PathLike, outputs: Sequence[PathLike]) -> None:
     """Split the lines of ``scp`` into ``len(outputs)`` contiguous, nearly equal parts.
 
-    Like Kaldi's ``split_scp.pl``: refuses to make more parts than there are lines.
+    Like Kaldi's ``split_scp.pl``: refuses to make more parts than there are lines. The file is
+    read twice, line by line (count, then copy), so that an LM text of tens of millions of lines
+    is never held in memory.
     """
-    lines = Path(scp).read_text(encoding="utf-8").splitlines(keepends=True)
     n = len(outputs)
     if n < 1:
         raise DataDirError("split_scp: need at least one output")
-    if n > len(lines):
-        raise DataDirError(f"split_scp: cannot split {len(lines)} line(s) of {scp} into {n} parts")
-    base, extra = divmod(len(lines), n)
-    start = 0
-    for i, out in enumerate(outputs):
-        size = base + (1 if i < extra else 0)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text("".join(lines[start : start + size]), encoding="utf-8")
-        start += size
+    with open(scp, "rb") as f:
+        total = sum(1 for _ in f)
+    if n > total:
+        raise DataDirError(f"split_scp: cannot split {total} line(s) of {scp} into {n} parts")
+    base, extra = divmod(total, n)
+    with open(scp, "rb") as f:
+        for i, out in enumerate(outputs):
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "wb") as o:
+                for _ in range(base + (1 if i < extra else 0)):
+                    o.write(next(f))
 
 
 def check_keys(reference: PathLike, table: PathLike) -> None:

@@ -1,20 +1,28 @@
-"""Stage 13: score hypotheses against references and write sclite-style ``result.txt`` files.
+"""Stage 13: score hypotheses against references into ``score_<type>/result.txt``.
 
 For each token type (``char`` -> ``score_cer``, ``word`` -> ``score_wer``, ``bpe`` ->
-``score_ter``) the reference and hypothesis texts are tokenized with ESPnet's tokenizers (as
-asr.sh does with ``tokenize_text``), written as ``ref.trn`` / ``hyp.trn`` (``tokens<TAB>(spk-utt)``),
-aligned, and summarised in ``result.txt`` in sclite's layout: a ``SYSTEM SUMMARY PERCENTAGES by
-SPEAKER`` table whose ``Sum/Avg`` row holds ``# Snt # Wrd | Corr Sub Del Ins Err S.Err`` (what
-``show_asr_result.sh`` reads), then every sentence's alignment.
+``score_ter``) the reference (cleaned with ``--cleaner``) and hypothesis (cleaned with
+``--hyp_cleaner``) texts are tokenized with ESPnet's tokenizers (as asr.sh does with
+``tokenize_text``) and written as ``ref.trn`` / ``hyp.trn`` (``tokens<TAB>(spk-utt)``).
 
-Alignment: minimum edit distance with unit costs (jiwer, i.e. rapidfuzz's Levenshtein), so
-``Err = (S + D + I) / N`` is the usual error rate. sclite weights substitutions 4 and
-insertions/deletions 3, which can split an utterance's errors differently into S, D and I in ties.
+Scorer: NIST's ``sclite`` when installed (``sclite`` on PATH, Debian's ``/usr/lib/sctk/bin/sclite``
+or ``sctk sclite``), run as ESPnet's asr.sh runs it: ``sclite <score_opts> -r ref.trn trn -h
+hyp.trn trn -i rm -o all stdout > result.txt``. Without it, a fallback writes ``result.txt`` in
+sclite's layout (a ``SYSTEM SUMMARY PERCENTAGES by SPEAKER`` table whose ``Sum/Avg`` row is what
+``show_asr_result.sh`` reads, then every sentence's alignment) and says so in its first line.
+
+The fallback aligns with unit costs (minimum edit distance; jiwer, i.e. rapidfuzz's Levenshtein).
+sclite's alignment weights substitutions 4 and insertions/deletions 3, so on some sentences it
+counts more errors (ref ``a d a d a c d``, hyp ``d d c d d b b b``: 7 rather than 6) or splits them
+differently into S, D and I.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +33,20 @@ import jiwer
 from espnet_ssm.recipe.datadir import DataDirError, check_keys, read_table
 
 SCORE_DIRS = {"char": "score_cer", "word": "score_wer", "bpe": "score_ter"}
+# First line of a result.txt written without sclite (results.py looks for it).
+FALLBACK_NOTE = "NOTE: NIST sclite not found; scored by espnet_ssm.recipe.score (unit-cost alignment)"
+DEBIAN_SCLITE = "/usr/lib/sctk/bin/sclite"
+
+
+def find_sclite() -> Optional[List[str]]:
+    """The command that runs NIST sclite here, or None when it is not installed."""
+    if shutil.which("sclite"):
+        return ["sclite"]
+    if Path(DEBIAN_SCLITE).is_file():
+        return [DEBIAN_SCLITE]
+    if shutil.which("sctk"):
+        return ["sctk", "sclite"]
+    return None
 
 
 @dataclass
@@ -214,8 +236,23 @@ def score(
     bpemodel: Optional[str] = None,
     cleaner: str = "none",
     nlsyms_txt: str = "none",
-) -> Dict[str, Counts]:
-    """Write ``<out_dir>/score_<type>/{ref.trn,hyp.trn,result.txt}``; return the totals."""
+    hyp_cleaner: str = "none",
+    scorer: str = "auto",
+    score_opts: Sequence[str] = (),
+) -> Dict[str, Path]:
+    """Write ``<out_dir>/score_<type>/{ref.trn,hyp.trn,result.txt}``; return the result.txt paths.
+
+    ``scorer``: ``sclite`` (an error when it is not installed), ``python`` (the fallback) or
+    ``auto`` (sclite when installed). ``score_opts`` are extra sclite options; they need sclite.
+    """
+    if scorer not in ("auto", "sclite", "python"):
+        raise ValueError(f"--scorer must be auto, sclite or python, got {scorer!r}")
+    sclite = find_sclite() if scorer != "python" else None
+    if sclite is None and scorer == "sclite":
+        raise ValueError("--scorer sclite: NIST sclite is not installed (apt-get install sctk)")
+    if sclite is None and score_opts:
+        raise ValueError(f"--score_opts {' '.join(score_opts)!r} are sclite options, but NIST sclite "
+                         "is not installed (apt-get install sctk; or drop --score_opts)")
     check_keys(ref_text, hyp_text)
     refs = read_table(ref_text, allow_empty_value=True)
     hyps = read_table(hyp_text, allow_empty_value=True)
@@ -223,30 +260,35 @@ def score(
     missing = sorted(set(refs) - set(spk))
     if missing:
         raise DataDirError(f"{utt2spk} lacks utterance(s) {missing[:5]}")
-    totals = {}
+    written = {}
     for token_type in token_types:
         if token_type not in SCORE_DIRS:
             raise ValueError(f"unknown token type {token_type!r} (char, word or bpe)")
-        tokenize = build_tokenize(token_type, bpemodel, cleaner, nlsyms_txt)
+        tokenize_ref = build_tokenize(token_type, bpemodel, cleaner, nlsyms_txt)
+        tokenize_hyp = build_tokenize(token_type, bpemodel, hyp_cleaner, nlsyms_txt)
         d = out_dir / SCORE_DIRS[token_type]
         d.mkdir(parents=True, exist_ok=True)
-        sentences = []
-        for utt in sorted(refs):
-            s = Sentence(utt, spk[utt], tokenize(refs[utt]), tokenize(hyps[utt]))
-            s.counts, s.ops = align(s.ref, s.hyp)
-            sentences.append(s)
+        sentences = [Sentence(utt, spk[utt], tokenize_ref(refs[utt]), tokenize_hyp(hyps[utt])) for utt in sorted(refs)]
         for name, attr in (("ref.trn", "ref"), ("hyp.trn", "hyp")):
             with open(d / name, "w", encoding="utf-8") as f:
                 for s in sentences:
                     f.write(" ".join(getattr(s, attr)) + f"\t({s.spk}-{s.utt})\n")
-        name = str(d / "hyp.trn")
-        (d / "result.txt").write_text(
-            "\n\n" + summary_table(sentences, name) + "\n" + alignment_dump(sentences, name), encoding="utf-8"
-        )
-        totals[token_type] = Counts()
-        for s in sentences:
-            totals[token_type].add(s.counts)
-    return totals
+        result = d / "result.txt"
+        if sclite is not None:
+            cmd = [*sclite, *score_opts, "-r", str(d / "ref.trn"), "trn", "-h", str(d / "hyp.trn"), "trn",
+                   "-i", "rm", "-o", "all", "stdout"]
+            with open(result, "w", encoding="utf-8") as f:
+                proc = subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                raise ValueError(f"{shlex.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        else:
+            for s in sentences:
+                s.counts, s.ops = align(s.ref, s.hyp)
+            name = str(d / "hyp.trn")
+            result.write_text(FALLBACK_NOTE + "\n\n" + summary_table(sentences, name) + "\n"
+                              + alignment_dump(sentences, name), encoding="utf-8")
+        written[token_type] = result
+    return written
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -257,17 +299,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--out_dir", type=Path, required=True, help="score_<type>/ directories go here")
     p.add_argument("--token_types", default="char word", help="space-separated: char word bpe")
     p.add_argument("--bpemodel", default="none")
-    p.add_argument("--cleaner", default="none")
+    p.add_argument("--cleaner", default="none", help="text cleaner of the references")
+    p.add_argument("--hyp_cleaner", default="none", help="text cleaner of the hypotheses")
     p.add_argument("--nlsyms_txt", default="none")
+    p.add_argument("--scorer", default="auto", help="auto (sclite when installed), sclite or python")
+    p.add_argument("--score_opts", default="", help="extra sclite options (asr.sh --score_opts)")
     args = p.parse_args(argv)
     try:
-        totals = score(args.ref, args.hyp, args.utt2spk, args.out_dir, args.token_types.split(),
-                       args.bpemodel, args.cleaner, args.nlsyms_txt)
+        written = score(args.ref, args.hyp, args.utt2spk, args.out_dir, args.token_types.split(),
+                        args.bpemodel, args.cleaner, args.nlsyms_txt, args.hyp_cleaner, args.scorer,
+                        shlex.split(args.score_opts))
     except (DataDirError, ValueError) as e:
         sys.exit(f"score: {e}")
-    for token_type, c in totals.items():
-        print(f"{args.out_dir}/{SCORE_DIRS[token_type]}: {c.snt} sentences, {c.wrd} tokens, "
-              f"error rate {c.percentages()[4]:.1f}%")
+    for result in written.values():
+        # What asr.sh shows of each result: sclite's header and Sum/Avg lines.
+        print(f"Write {result.parent.name[len('score_'):]} result in {result}")
+        shown = [line for line in result.read_text(encoding="utf-8").splitlines() if "SPKR" in line or "Avg" in line]
+        print("\n".join(shown[:2]))
 
 
 if __name__ == "__main__":
