@@ -26,6 +26,7 @@ asr_config=conf/demo/train_asr_demo_ssm_conformer.yaml
 use_lm=true        # train the LM (stages 6-8) and decode with it
 lm_config=conf/demo/train_lm_demo.yaml
 inference_config=  # default: conf/demo/decode_asr_demo_lm.yaml, or decode_asr_demo.yaml (greedy CTC) without LM
+use_streaming=false # stage 12 decodes chunk by chunk (causal models; needs --use_lm false)
 token_type=char
 nbpe=512           # units when --token_type bpe
 asr_args=
@@ -43,6 +44,7 @@ Usage: $0 [options]
   --lm_config             # LM training config (default: ${lm_config})
   --inference_config      # decoding config (default: conf/demo/decode_asr_demo_lm.yaml with the LM,
                           # conf/demo/decode_asr_demo.yaml without)
+  --use_streaming         # stage 12 decodes chunk by chunk, causal models only (default: ${use_streaming})
   --token_type / --nbpe   # (default: ${token_type} / ${nbpe})
   --asr_args              # extra training options, e.g. "--max_epoch 2"
 EOF
@@ -102,6 +104,7 @@ run_opts=(
     --lm_train_text "data/train_synth/text data/local/other_text/text"
     --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
+    --use_streaming "${use_streaming}"
 )
 # One run.sh call per stage (the same stages a single call would run) so that each is timed.
 _stages="1 2 3 4 5 10 11 12 13 14"
