@@ -62,7 +62,7 @@ def ref_discretize(log_dt, A, B, disc):
             a, b = complex(A[h, n]), complex(B[h, n])
             if disc == "zoh":
                 dA[h, n] = complex(torch.exp(torch.tensor(dt * a, dtype=torch.complex128)))
-                dB[h, n] = (dA[h, n].item() - 1) / a * b
+                dB[h, n] = (dA[h, n].item() - 1) / a * b if a != 0 else dt * b  # limit a -> 0
             else:
                 dA[h, n] = (1 + dt * a / 2) / (1 - dt * a / 2)
                 dB[h, n] = dt * b / (1 - dt * a / 2)
@@ -131,18 +131,36 @@ def test_kernel_stacked_C_equals_separate_kernels():
     assert rel_err(both[0], ref_kernel(log_dt, A, B, C1, 17, "zoh")) <= 1e-10
 
 
+def closed_form_kernel(log_dt, A, B, C, L, disc):
+    """K[h, l] = Re(Σ_n C B̄ Ā^l) with Ā^l = exp(l log Ā), all L taps at once in complex128
+    (for long kernels, where the repeated multiplication of :func:`ref_kernel` is too slow)."""
+    dA, dB = ref_discretize(log_dt, A, B, disc)
+    l = torch.arange(L, dtype=torch.float64)
+    power = torch.exp(l * torch.log(dA)[..., None])  # (H, N, L); Ā = 0 gives log = -inf
+    power[..., 0] = 1.0
+    return (C.to(torch.complex128)[..., None] * dB[..., None] * power).sum(1).real
+
+
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
-def test_kernel_extreme_steps_stay_finite(disc):
+def test_kernel_extreme_steps_match_the_closed_form(disc):
     # |ΔA| up to ~1e4 (Ā underflows to 0; bilinear Ā -> -1 or exactly 0) and L = 200000
     H, N, L = 2, 3, 200_000
     log_dt = torch.tensor([math.log(4.0), math.log(2.0)])
     A = torch.tensor([[-0.5, -1.0, -2500.0], [-1.0, -1e-6, 0.0]])  # 2·(-1) = -2: bilinear Ā = 0
-    K = s4d_kernel(log_dt, A, torch.ones(H, N), torch.randn(H, N), L, disc)
-    assert torch.isfinite(K).all()
+    B, C = torch.ones(H, N), torch.randn(H, N)
+    K = s4d_kernel(log_dt, A, B, C, L, disc)
+    assert K.shape == (H, L) and torch.isfinite(K).all()
+    assert rel_err(K, closed_form_kernel(log_dt, A, B, C, L, disc)) <= TOL[torch.float32]
+    # the slow modes (ΔA = -2e-6 and 0) keep the kernel alive at the far end
+    assert float(K[1, -1].abs()) > 1e-3 * float(K[1].abs().max())
     Ac = torch.complex(-torch.rand(H, N) * 1e-4, torch.randn(H, N) * 1e3)
     ones, Cc = torch.ones(H, N, dtype=torch.cfloat), torch.randn(H, N, dtype=torch.cfloat)
     Kc = s4d_kernel(log_dt - 10, Ac, ones, Cc, L, disc)
     assert torch.isfinite(Kc).all()
+    # ΔA rounded to float32 (relative 2^-24 per operation) turns the phase of tap l by about
+    # l·|ΔA|·2^-24: up to ~5e-3 at l = L here; allow four times that at the last tap
+    phase_tol = 4 * L * float((torch.exp(log_dt - 10)[:, None] * Ac).abs().max()) * 2.0**-24
+    assert rel_err(Kc, closed_form_kernel(log_dt - 10, Ac, ones, Cc, L, disc)) <= phase_tol
 
 
 def test_kernel_under_bf16_autocast_is_float32():
