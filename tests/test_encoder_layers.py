@@ -189,8 +189,40 @@ def _causal_ssm_loop(u, K, D, n):
     return [sum(K[t - s] * u[s] for s in range(t + 1)) + D * u[t] for t in range(n)]
 
 
+def _s4d_kernel_loop(ssm, L):
+    """K[c][l] = Re(Σ_n C B̄ Ā^l) of a one-directional S4D from its parameters, in Python complex
+    arithmetic: A = -exp(log_A_real) + i A_imag, Δ = exp(log_dt); zoh: Ā = exp(ΔA),
+    B̄ = (Ā - 1) / A · B; bilinear: Ā = (1 + ΔA/2) / (1 - ΔA/2), B̄ = Δ B / (1 - ΔA/2)."""
+    import cmath
+    import math
+
+    def as_complex(p):  # complex parameters are stored as (..., 2) real tensors
+        return [complex(*v) for v in p.tolist()] if ssm.is_complex else p.tolist()
+
+    K = []
+    for c in range(ssm.log_dt.numel()):
+        dt = math.exp(float(ssm.log_dt[c]))
+        A_re = [-math.exp(v) for v in ssm.log_A_real[c].tolist()]
+        A = [complex(a, v) for a, v in zip(A_re, ssm.A_imag[c].tolist())] if ssm.is_complex \
+            else A_re
+        B, C = as_complex(ssm.B[c]), as_complex(ssm.C[0, c])
+        row = [0.0] * L
+        for a, b, cc in zip(A, B, C):
+            if ssm.discretization == "zoh":
+                dA = cmath.exp(dt * a)
+                dB = (dA - 1) / a * b
+            else:
+                dA = (1 + dt * a / 2) / (1 - dt * a / 2)
+                dB = dt * b / (1 - dt * a / 2)
+            for l in range(L):
+                row[l] += (cc * dB * dA**l).real
+        K.append(row)
+    return K
+
+
 def _mhssm_loop(layer, x, lengths):
-    """MultiHeadSSM from its definition, in float64 Python loops (S4D kernels taken as given)."""
+    """MultiHeadSSM from its definition, in float64 Python loops (S4D kernels from the SSM
+    parameters by :func:`_s4d_kernel_loop`)."""
     import math
 
     b_sz, t_max, d = x.shape
@@ -210,7 +242,8 @@ def _mhssm_loop(layer, x, lengths):
             dirs = [stage.forward_ssm] + ([stage.backward_ssm] if stage.backward_ssm else [])
             per_dir = []
             for k, ssm in enumerate(dirs):
-                K = ssm.kernel(t_max).detach()
+                assert ssm.C.shape[0] == 1  # one direction per S4D
+                K = _s4d_kernel_loop(ssm, t_max)
                 cols = []
                 for c in range(d):
                     seq = [u[t][c] for t in range(n)]
@@ -255,7 +288,8 @@ def _mhssm_loop(layer, x, lengths):
     [
         dict(gating="inter_head", bidirectional=True),
         dict(gating="glu", bidirectional=False, stack=2, ssm_init="s4d_real"),
-        dict(gating="none", bidirectional=True, input_projection=False, ssm_init="s4d_inv"),
+        dict(gating="none", bidirectional=True, input_projection=False, ssm_init="s4d_inv",
+             discretization="bilinear"),
     ],
 )
 def test_multi_head_ssm_matches_loop(options):
