@@ -26,8 +26,9 @@ def load_script():
 
 
 def make_src(root: Path, rng, speakers=("1272-128104", "2035-147960"), n_per_spk=12,
-             pipe_every=0):
-    """Source data dir: utterances of 3-12 s with random int16 audio; returns their audio."""
+             pipe_every=0, seconds=(3, 12)):
+    """Source data dir: utterances of ``seconds`` (a range) with random int16 audio; returns
+    their audio."""
     wav_dir = root / "wavs"
     wav_dir.mkdir(parents=True)
     lines = {"wav.scp": [], "text": [], "utt2spk": []}
@@ -36,7 +37,7 @@ def make_src(root: Path, rng, speakers=("1272-128104", "2035-147960"), n_per_spk
     for spk in speakers:
         for i in range(n_per_spk):
             utt = f"{spk}-{i:04d}"
-            x = rng.integers(-3000, 3000, size=int(rng.uniform(3, 12) * FS)).astype(np.int16)
+            x = rng.integers(-3000, 3000, size=int(rng.uniform(*seconds) * FS)).astype(np.int16)
             path = wav_dir / f"{utt}.flac"
             sf.write(path, x, FS, subtype="PCM_16")
             audio[utt] = x
@@ -103,17 +104,14 @@ def test_per_speaker_recordings_of_45_to_60_seconds(tmp_path, rng):
 
 def test_a_readers_chapters_can_be_joined(tmp_path, rng):
     mod = load_script()
-    # two chapters of reader 1272, 3 utterances of 3-12 s each: at most 36 s per chapter, so
-    # a recording of >= 37 s exists only if the reader's chapters are joined
-    src, audio = make_src(tmp_path, rng, speakers=("1272-128104", "1272-135031"), n_per_spk=3)
+    # two chapters of reader 1272, 3 utterances of 7-12 s each: 21-36 s per chapter, 42-72 s
+    # together, so a recording of >= 37 s exists only if the reader's chapters are joined
+    src, audio = make_src(tmp_path, rng, speakers=("1272-128104", "1272-135031"), n_per_spk=3,
+                          seconds=(7, 12))
     args = ["--src", str(src), "--min_seconds", "37", "--max_seconds", "80"]
     assert mod.main(args + ["--dst", str(tmp_path / "per_chapter")]) == 1
     dst = tmp_path / "per_reader"
-    status = mod.main(args + ["--dst", str(dst), "--speaker_prefix_sep", "-"])
-    if sum(len(x) for x in audio.values()) < 37 * FS:  # the reader has too little audio
-        assert status == 1
-        return
-    assert status == 0
+    assert mod.main(args + ["--dst", str(dst), "--speaker_prefix_sep", "-"]) == 0
     segments = check_output(dst, src, audio, 37, 80, across=True)
     tables = load_data_dir(dst)
     for rec, segs in segments.items():
