@@ -8,7 +8,8 @@ never overwrite a name ESPnet already defines.
 
 ``espnet2.tasks.enh_s2t`` deep-copies the ASR registry when it is imported, so that copy is
 registered separately; the same holds for every task module listed in :data:`ENCODER_REGISTRIES`.
-Model classes (``model: <name>``) are registered the same way in :data:`MODEL_REGISTRIES`.
+Model classes (``model: <name>``) are registered the same way in :data:`MODEL_REGISTRIES`, and
+decoder classes (``decoder: <name>``) in :data:`DECODER_REGISTRIES`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ ENCODER_REGISTRIES: Tuple[Tuple[str, str], ...] = (
 
 # (task module, attribute) pairs that hold an ASR model registry (``model:`` in a config).
 MODEL_REGISTRIES: Tuple[Tuple[str, str], ...] = (("espnet2.tasks.asr", "model_choices"),)
+
+# (task module, attribute) pairs that hold an ASR attention-decoder registry (``decoder:``);
+# enh_s2t deep-copies the ASR one.
+DECODER_REGISTRIES: Tuple[Tuple[str, str], ...] = (
+    ("espnet2.tasks.asr", "decoder_choices"),
+    ("espnet2.tasks.enh_s2t", "asr_decoder_choices"),
+)
 
 
 class RegistryCollisionError(ValueError):
@@ -153,3 +161,29 @@ def our_models() -> Dict[str, type]:
     from espnet_ssm.transducer.model import MODEL_NAME, ESPnetSSMTransducerModel
 
     return {MODEL_NAME: ESPnetSSMTransducerModel}
+
+
+def register_decoders(
+    decoders: Dict[str, type],
+    registries: Iterable[Tuple[str, str]] = DECODER_REGISTRIES,
+) -> List[str]:
+    """Register ``{name: decoder_class}`` in ESPnet's ASR decoder registries (``decoder:``).
+
+    Same rules as :func:`register_encoders`: lower-case names only, idempotent, never replacing a
+    class ESPnet (or anybody else) registered under the same name.
+
+    Raises:
+        ValueError: a name is not lower-case or is reserved.
+        TypeError: a class does not subclass ESPnet's ``AbsDecoder``.
+        RegistryCollisionError: a name is already used by another class.
+    """
+    from espnet2.asr.decoder.abs_decoder import AbsDecoder
+
+    return _register("decoder", AbsDecoder, decoders, registries)
+
+
+def our_decoders() -> Dict[str, type]:
+    """The attention decoder classes this package provides, by registry name."""
+    from espnet_ssm.decoders import MambaDecoder
+
+    return {"mamba": MambaDecoder}

@@ -107,6 +107,9 @@ class SSMEncoderBase(AbsEncoder):
         """One block ``block(x, ctx) -> x`` from the parsed options (defined by each family)."""
         raise NotImplementedError
 
+    def finish_build(self, o: Any) -> None:
+        """Called once the input layer and the blocks exist (a family may adjust them here)."""
+
     def __init__(self, input_size: int, **options: Any):
         super().__init__()
         owner = type(self).__name__
@@ -129,6 +132,7 @@ class SSMEncoderBase(AbsEncoder):
         self.causal = o.causal
         self.attention_left_context = getattr(o, "attention_left_context", -1)
         self.encoders = repeat(o.num_blocks, lambda _: self.build_block(o))
+        self.finish_build(o)
 
     def output_size(self) -> int:
         """Model dimension d of the encoder output."""

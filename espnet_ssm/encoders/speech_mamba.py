@@ -12,8 +12,19 @@ Chen, SLT 2024) and its released recipe. One layer, on x (B, T, d):
 
 with no feed-forward module, RMSNorm (``norm_type``), Mamba's selective-scan mixer
 (:class:`espnet_ssm.layers.mamba.MambaMixer`, left-to-right) and, after the last layer, a
-LayerNorm. Positions: sinusoidal absolute encoding on ESPnet's subsampling front-end. The
-release overwrote Mamba's A and Δ initialisation with Xavier; we keep Mamba's own.
+LayerNorm. Positions: sinusoidal absolute encoding on ESPnet's subsampling front-end.
+
+Initialisation (``mamba_init``): ``mamba`` (default) keeps Mamba's own (A_log = log(1..N),
+Δ₀ log-uniform in [dt_min, dt_max]); ``release`` reproduces the release, which drew every
+parameter of two or more dimensions from Xavier's normal distribution (A_log included, so
+A ≈ -1 for every state) and left dt_proj's bias at PyTorch's default (Δ ≈ 0.6 .. 0.8); see
+:mod:`espnet_ssm.layers.mamba_release_init`. The front-end's convolutions keep PyTorch's
+default, as the release's CNN does.
+
+Front-end size (``subsampling_channels``): ESPnet's conv2d has ``output_size`` channels
+(7.3 M parameters at d = 512 and 80 features); the release's CNN has 64 (0.8 M with its Linear
+1280 -> 512). A number of channels C gives conv2d's two 3x3 stride-2 convolutions C channels
+and its Linear C·19 -> d inputs: the same frames and look-ahead, at the release's size.
 
 Options beyond the release [ours]: ``bidirectional`` (a time-reversed scan too, outputs added or
 concatenated and projected) and ``causal`` (causally masked attention, forward scans only).
@@ -38,6 +49,7 @@ from espnet_ssm.encoders.options import (
 )
 from espnet_ssm.layers.attention import SelfAttention
 from espnet_ssm.layers.mamba import BidirectionalMamba, MambaMixer
+from espnet_ssm.layers.mamba_release_init import MAMBA_INITS, release_initialize
 
 NORM_TYPES = ("rms_norm", "layer_norm")
 COMBINES = ("add", "concat")
@@ -130,10 +142,27 @@ class SpeechMambaOptions(StateOptions, AttentionOptions, EncoderOptions):
     bidirectional_combine: str = option(
         "add", "add or concat (concat: projected back to output_size)."
     )
+    mamba_init: str = option(
+        "mamba", "mamba (Mamba's own init) or release (the released Speech-Mamba's: "
+        "xavier_normal on every parameter of 2+ dimensions, A_log included, dt_proj's bias "
+        "left at PyTorch's default; the front-end's convolutions keep theirs)."
+    )
+    subsampling_channels: Optional[int] = option(
+        None, "channels of conv2d's two convolutions (null: output_size, ESPnet's; the "
+        "release's CNN has 64). Needs input_layer: conv2d."
+    )
     selfattention_layer_type: str = "selfattn"
 
     def check(self, owner: str) -> None:
         check_choice(owner, "norm_type", self.norm_type, NORM_TYPES)
+        check_choice(owner, "mamba_init", self.mamba_init, MAMBA_INITS)
+        if self.subsampling_channels is not None:
+            check_positive(owner, "subsampling_channels", self.subsampling_channels)
+            if self.input_layer != "conv2d":
+                raise EncoderConfigError(
+                    f"{owner}: subsampling_channels needs input_layer=conv2d, got "
+                    f"{self.input_layer!r}"
+                )
         check_choice(owner, "bidirectional_combine", self.bidirectional_combine, COMBINES)
         check_positive(owner, "expand", self.expand)
         check_positive(owner, "d_conv", self.d_conv)
@@ -161,6 +190,13 @@ class SpeechMambaEncoder(SSMEncoderBase):
             o.dropout_rate,
         )
 
+    def finish_build(self, o: SpeechMambaOptions) -> None:
+        """Narrow the conv2d front-end (``subsampling_channels``), then apply ``mamba_init``."""
+        if o.subsampling_channels is not None:
+            narrow_conv2d(self.embed.embed, self.input_size, o.subsampling_channels)
+        if o.mamba_init == "release":
+            release_initialize(self, keep=("embed.embed.conv.",))
+
     @staticmethod
     def _mamba_block(o: SpeechMambaOptions) -> MambaResidual:
         mixer_options = dict(
@@ -174,3 +210,18 @@ class SpeechMambaEncoder(SSMEncoderBase):
         else:
             mixer = MambaMixer(o.output_size, **mixer_options)
         return MambaResidual(build_norm(o.norm_type, o.output_size), mixer, o.dropout_rate)
+
+
+def narrow_conv2d(subsampling: torch.nn.Module, idim: int, channels: int) -> None:
+    """Give ESPnet's ``Conv2dSubsampling`` (two 3x3 stride-2 convolutions with ReLU, then
+    Linear(C · f -> d), f = ((idim - 1) // 2 - 1) // 2 feature bins) C = ``channels`` channels
+    in place; the time arithmetic and the positional encoding stay as they are."""
+    linear = subsampling.out[0]
+    bins = ((idim - 1) // 2 - 1) // 2
+    subsampling.conv = torch.nn.Sequential(
+        torch.nn.Conv2d(1, channels, 3, 2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(channels, channels, 3, 2),
+        torch.nn.ReLU(),
+    )
+    subsampling.out[0] = torch.nn.Linear(channels * bins, linear.out_features)
