@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from espnet_ssm.recipe import datadir, jobs
+from espnet_ssm.recipe import datadir
+from test_recipe_e2e import recipe_copy
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "egs2" / "TEMPLATE" / "asr1"
@@ -34,7 +35,8 @@ while [ $# -gt 1 ]; do
     case "$1" in --output) out=$2; shift ;; --cpus-per-task) cpus=$2; shift ;; esac
     shift
 done
-id=$((1000 + $(basename "${out}" | tr -dc 0-9)))  # x.3.log -> 1003
+n=$(basename "${out}" | tr -dc 0-9)
+id=$((1000 + ${n:-0}))  # x.3.log -> 1003
 echo "${id}"
 [ -n "${FAKE_HANG:-}" ] && exec sleep 600
 SLURM_CPUS_PER_TASK=${cpus} SLURM_JOB_ID=${id} bash "$1" > "${out}" 2>&1
@@ -218,6 +220,26 @@ def test_interrupt_stops_local_jobs_with_their_children(tmp_path, slurm):
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     for pid in pids.read_text().split():  # the grandchildren are gone too
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], 10)
+
+
+def test_interrupted_training_cancels_its_slurm_job(tmp_path, slurm):
+    """Ctrl-C during stage 11 (the trainer runs in the background, which ignores SIGINT) reaches the
+    job runner, which scancels the training job: a restart finds no second trainer."""
+    work = recipe_copy(tmp_path)
+    env = dict(slurm, FAKE_HANG="1", cmd_backend="slurm")
+    proc = subprocess.Popen(["./asr.sh", "--stage", "11", "--stop_stage", "11", "--ngpu", "0", "--use_lm", "false",
+                             "--train_set", "tr", "--valid_set", "dv", "--test_sets", "ts", "--token_type", "char",
+                             "--asr_tag", "x"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    wait_for(lambda: len(calls(env, "sbatch")) == 1)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out[-2000:]
+    assert "--job-name asr_x" in calls(env, "sbatch")[0] and "--time 5-00:00:00" in calls(env, "sbatch")[0]
+    assert calls(env, "scancel") == ["1000"]
+    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftover, leftover
 
 
 def test_split_streams_large_files(tmp_path):

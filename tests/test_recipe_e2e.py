@@ -1,8 +1,9 @@
-"""The LibriSpeech recipe end to end (stages 1-15, no upload) on a tiny generated corpus.
+"""The LibriSpeech recipe end to end (stages 1-15) on a tiny generated corpus.
 
 One module-scoped run does: stages 1-10 (with the LM stages 6-8 and a tiny LSTM LM); stage 11
 killed during its second epoch and run again (it must resume from the checkpoint); stages 12-15
-(decoding with the LM). The tests then check every stage's outputs, the exact RESULTS.md table
+(decoding with the LM; packing and the Hugging Face upload switched on, the upload going to a
+stand-in ``git`` that records what it is asked to do). The tests then check every stage's outputs, the exact RESULTS.md table
 format, that re-running stages is safe, that the packed zip (ASR model + LM) decodes a wav through
 ESPnet's Speech2Text in a fresh process, and the recipe's bad-input errors.
 """
@@ -18,7 +19,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 import yaml
@@ -67,8 +68,8 @@ def run_args(stage: int, stop_stage: int, *extra: str) -> List[str]:
     ]
 
 
-def sh(work: Path, args: List[str], check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def sh(work: Path, args: List[str], check: bool = True, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.run(args, cwd=work, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args[:5])} ... failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -107,8 +108,26 @@ def recipe(tmp_path_factory):
     out["11-killed"] = log.read_text(errors="replace")
     out["1epoch_mtime"] = (work / EXP / "1epoch.pth").stat().st_mtime
     out["11"] = sh(work, run_args(11, 11))
-    out["12-15"] = sh(work, run_args(12, 15))
+    out["12-15"] = sh(work, run_args(12, 15, "--skip_packing", "false", "--skip_upload_hf", "false",
+                                      "--hf_repo", f"user/{ASR_TAG}"), env=fake_git(root))
+    out["git"] = (root / "git_calls").read_text().splitlines()
     return work, out
+
+
+def fake_git(root: Path) -> Dict[str, str]:
+    """PATH with a ``git`` that clones into an empty directory and records every other call, and a
+    ``git-lfs``: stage 15's upload without a network."""
+    bin_dir = root / "fakegit"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {root / "git_calls"}\n'
+        'if [ "$1" = clone ]; then mkdir -p "${@: -1}"; fi\n'
+        'if [ "$1" = status ]; then echo "?? README.md"; fi\n'
+    )
+    (bin_dir / "git").chmod(0o755)
+    (bin_dir / "git-lfs").symlink_to(bin_dir / "git")
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def test_stage1_data_dirs(recipe):
@@ -231,8 +250,7 @@ def test_stage13_results_md_format(recipe):
         nums = next(x for x in result.read_text().splitlines() if "Sum/Avg" in x).replace("|", " ").split()[1:]
         assert lines[i + 4].split("|")[2:-1] == nums
     assert md in out["12-15"].stdout  # stage 13 shows it
-    assert "- ASR config: [conf/demo/train_asr_demo_tiny.yaml](conf/demo/train_asr_demo_tiny.yaml)" in lines
-    assert "- LM config: [conf/demo/train_lm_demo_tiny.yaml](conf/demo/train_lm_demo_tiny.yaml)" in lines
+    assert not any(line.startswith(("- ASR config", "- LM config")) for line in lines)  # as show_asr_result.sh
 
 
 def test_stage14_pack_and_stage15_card(recipe):
@@ -252,14 +270,17 @@ def test_stage14_pack_and_stage15_card(recipe):
     assert meta["files"]["lm_file"].startswith(f"{LM_EXP}/") and meta["files"]["lm_file"] in names
     assert meta["yaml_files"]["lm_train_config"] == f"{LM_EXP}/config.yaml" and f"{LM_EXP}/config.yaml" in names
     assert f"{LM_EXP}/perplexity_test/ppl" in names
-    card = (work / "exp" / f"hf_asr_{ASR_TAG}" / "README.md").read_text()
+    card = (work / "exp" / f"hf_user_{ASR_TAG}" / "README.md").read_text()
     assert card.startswith("---\ntags:\n- espnet\n") and "import espnet_ssm" in card
     assert "### WER" in card and "encoder: mh_ssm" in card
     # its usage example decodes as stage 12 did: with the packed LM and the decoding config's weight
     decode = yaml.safe_load((work / DECODE_CONFIG).read_text())
     assert f"lm_file={meta['files']['lm_file']!r}" in card and "## LM config" in card
     assert f"lm_weight={decode['lm_weight']!r}" in card
-    assert (work / "exp" / f"hf_asr_{ASR_TAG}" / "meta.yaml").is_file()
+    assert (work / "exp" / f"hf_user_{ASR_TAG}" / "meta.yaml").is_file()
+    # the upload: cloned from the repository, committed and pushed
+    assert f"clone https://huggingface.co/user/{ASR_TAG} exp/hf_user_{ASR_TAG}" in out["git"]
+    assert "commit -m Update model" in out["git"] and out["git"][-1] == "push"
 
 
 def test_demo_summary(recipe):

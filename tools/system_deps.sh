@@ -2,10 +2,12 @@
 # Make sure the host tools the recipe and its tests need are present.
 # Installs them with apt-get when missing and running as root; otherwise prints the exact command.
 set -euo pipefail
-tools=(espeak-ng sox flac)
+# sctk: NIST's sclite, the recipe's scorer (Debian runs it as `sctk sclite`; an sclite already on
+# PATH, e.g. ESPnet's own tools/ build, does as well)
+tools=(espeak-ng sox flac sctk)
 missing=()
 for t in "${tools[@]}"; do
-  command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  command -v "$t" >/dev/null 2>&1 || { [ "$t" = sctk ] && command -v sclite >/dev/null 2>&1; } || missing+=("$t")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

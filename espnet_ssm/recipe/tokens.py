@@ -58,6 +58,17 @@ def train_bpe(
     return tokens
 
 
+def bpe_nlsyms(value: str) -> List[str]:
+    """The symbols of ``--bpe_nlsyms``: a file (first column of each line) or a comma-separated list."""
+    if not value or value == "none":
+        return []
+    if Path(value).is_file():
+        return [line.split()[0] for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if "/" in value:
+        raise ValueError(f"--bpe_nlsyms {value}: no such file (or give the symbols separated by commas)")
+    return [sym for sym in value.split(",") if sym]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--text", type=Path, required=True, help="Kaldi text file (<utt> <transcript>)")
@@ -66,13 +77,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--bpemode", default="unigram", choices=("unigram", "bpe", "char", "word"))
     p.add_argument("--character_coverage", type=float, default=1.0)
     p.add_argument("--input_sentence_size", type=int, default=100_000_000)
-    p.add_argument("--nlsyms_txt", default="none", help="non-linguistic symbols, one per line")
+    p.add_argument("--bpe_nlsyms", default="",
+                   help="symbols sentencepiece keeps whole (asr.sh --bpe_nlsyms): comma-separated, or a file "
+                        "with one per line (its first column)")
     p.add_argument("--blank", default="<blank>")
     p.add_argument("--oov", default="<unk>")
     p.add_argument("--sos_eos", default="<sos/eos>")
     args = p.parse_args(argv)
-    nlsyms = [] if args.nlsyms_txt == "none" else Path(args.nlsyms_txt).read_text().split()
     try:
+        nlsyms = bpe_nlsyms(args.bpe_nlsyms)
         tokens = train_bpe(args.text, args.out_dir, args.nbpe, args.bpemode, args.character_coverage,
                            args.input_sentence_size, nlsyms, args.blank, args.oov, args.sos_eos)
     except (ValueError, OSError) as e:

@@ -14,10 +14,12 @@ stage=1              # Processes starts from the specified stage.
 stop_stage=10000     # Processes is stopped at the specified stage.
 skip_stages=         # Stages to skip, e.g. "2 4".
 skip_data_prep=false # Skip data preparation stages (1-5).
-skip_train=false     # Skip training stages (2-5, 10-11).
+skip_train=false     # Skip training stages (2, 4-11; stage 3 formats only the test sets).
 skip_eval=false      # Skip decoding and evaluation stages (12-13).
-skip_packing=false   # Skip the packing stage (14).
-skip_upload_hf=false # Skip the model-card / Hugging Face stage (15).
+skip_packing=true    # Skip the packing stage (14).
+skip_upload=true     # Skip the Zenodo upload of ESPnet's older layout (not available: false is an error).
+skip_upload_hf=true  # Skip the Hugging Face upload stage (15).
+eval_valid_set=false # Decode and score the validation set too (from ${dumpdir}/raw/org/<valid_set>).
 ngpu=1               # The number of gpus ("0" uses cpu, otherwise use gpu).
 num_nodes=1          # The number of nodes.
 nj=32                # The number of parallel jobs.
@@ -48,9 +50,11 @@ oov="<unk>"         # Out of vocabulary symbol.
 blank="<blank>"     # CTC blank symbol.
 sos_eos="<sos/eos>" # sos and eos symbol.
 bpe_input_sentence_size=100000000 # Size of input sentence for BPE.
+bpe_nlsyms=         # Non-linguistic symbols for sentencepiece: comma-separated, or a file (one per line).
 bpe_char_cover=1.0  # Character coverage when modeling BPE.
 nlsyms_txt=none     # Non-linguistic symbol list if existing.
 cleaner=none        # Text cleaner.
+hyp_cleaner=none    # Text cleaner for the hypotheses in scoring.
 g2p=none            # g2p method (needed if token_type=phn).
 lang=noinfo         # The language type of corpus.
 
@@ -62,7 +66,11 @@ lm_stats_dir=     # Specify the directory path for LM statistics.
 lm_config=        # Config for language model training.
 lm_args=          # Arguments for language model training, e.g., "--max_epoch 10".
 num_splits_lm=1   # Number of splitting for lm corpus.
+use_word_lm=false # Word LM (not supported, as in ESPnet: true is an error).
+word_vocab_size=10000 # Size of word vocabulary (for --use_word_lm).
 use_ngram=false   # N-gram LM (stage 9): needs KenLM, which this recipe does not provide.
+ngram_exp=        # Directory of the n-gram LM (for --use_ngram).
+ngram_num=3       # Order of the n-gram LM (for --use_ngram).
 lm_fold_length=150 # fold_length for LM training.
 
 # ASR model related
@@ -75,6 +83,9 @@ asr_args=              # Arguments for asr model training, e.g., "--max_epoch 10
 pretrained_model=      # Pretrained model to load.
 ignore_init_mismatch=false # Ignore initial mismatch.
 feats_normalize=global_mvn # Normalization layer type.
+num_splits_asr=1           # Number of splitting for the training data (each epoch reads one split).
+asr_speech_fold_length=800 # fold_length for speech data during ASR training (x100 samples for raw).
+asr_text_fold_length=150   # fold_length for text data during ASR training.
 
 # Decoding related
 inference_tag=    # Suffix to the result dir for decoding.
@@ -84,8 +95,20 @@ inference_asr_model=  # ASR model path for decoding; default: valid.<name>.ave.p
                       # best_model_criterion of the training config (valid.acc.ave.pth when it
                       # names none, as ESPnet; valid.loss.ave.pth for transducer configs).
 inference_lm=valid.loss.ave.pth       # Language model path for decoding.
+inference_ngram=${ngram_num}gram.bin  # N-gram LM file for decoding (for --use_ngram).
 use_streaming=false # Stage 12 decodes chunk by chunk (causal encoders; the chunk size is the
                     # decoding config's sim_chunk_length) with espnet_ssm.bin.asr_inference_streaming.
+use_maskctc=false   # Stage 12 decodes with Mask-CTC (models trained with model: maskctc).
+batch_size=1        # Batch size of decoding.
+use_k2=false        # k2 decoding (not available here: true is an error), with its options:
+k2_ctc_decoding=true
+use_nbest_rescoring=true
+num_paths=1000
+nll_batch_size=100
+k2_config=./conf/decode_asr_transformer_with_k2.yaml
+download_model= # A packed model (Hugging Face repository, .zip or unpacked directory) to decode with.
+score_opts=       # Extra options of sclite in stage 13.
+local_score_opts= # Options of local/score.sh, run after scoring when it exists.
 
 # Upload related
 hf_repo= # Hugging Face repository (<user>/<name>) to upload the packed model to in stage 15.
@@ -103,9 +126,9 @@ help_message=$(cat << EOF
 Usage: $0 --train_set "<train_set_name>" --valid_set "<valid_set_name>" --test_sets "<test_set_names>"
 
 Stages (run a range with --stage N --stop_stage M, skip some with --skip_stages "N M"):
-   1  Data preparation: local/data.sh \${local_data_opts} -> data/<set>/ (Kaldi style)
+   1  Data preparation: local/data.sh \${local_data_opts} -> data/<set>/ (Kaldi style; it sees --nj as \$nj)
    2  Speed perturbation (only with --speed_perturb_factors) -> data/<train_set>_sp/
-   3  Audio dump at --fs with utt2num_samples -> ${dumpdir}/raw/{org/}<set>/
+   3  Audio dump at --fs with utt2num_samples -> ${dumpdir}/raw/{org/}<set>/ (test sets only with --skip_train true)
    4  Remove short/long utterances and empty transcripts (train/valid) -> ${dumpdir}/raw/<set>/;
       LM training text (ids kept) -> ${dumpdir}/raw/lm_train.txt
    5  Token list: bpe (sentencepiece ${bpemode}), char or word -> data/<lang>_token_list/
@@ -117,10 +140,12 @@ Stages (run a range with --stage N --stop_stage M, skip some with --skip_stages 
   11  ASR training (resumable with --resume true; ESPnet's launcher when --ngpu > 1) -> ${expdir}/asr_<tag>/
   12  Decoding in --inference_nj parallel jobs (with the LM when --use_lm true), real-time factor
       -> ${expdir}/asr_<tag>/<inference_tag>/<set>/
-  13  Scoring: sclite-style score_{cer,wer,ter}/result.txt, ${expdir}/asr_<tag>/RESULTS.md
-  14  Packing (with the LM when --use_lm true) -> ${expdir}/asr_<tag>/asr_<tag>_<model>.zip
-      (loadable by ESPnet's Speech2Text after import espnet_ssm)
-  15  Model card README.md in ${expdir}/hf_<name>/; upload to Hugging Face only when --hf_repo is given
+  13  Scoring with NIST sclite (a unit-cost fallback when it is not installed, noted in RESULTS.md):
+      score_{cer,wer,ter}/result.txt; local/score.sh if present; ${expdir}/asr_<tag>/RESULTS.md
+  14  Packing, with --skip_packing false (with the LM when --use_lm true)
+      -> ${expdir}/asr_<tag>/asr_<tag>_<model>.zip (loadable by ESPnet's Speech2Text)
+  15  Upload to Hugging Face with --skip_upload_hf false --hf_repo <user>/<name>: the packed model and
+      a model card README.md, from ${expdir}/hf_<user>_<name>/
 
 Options:
     # General configuration
@@ -128,10 +153,14 @@ Options:
     --stop_stage     # Processes is stopped at the specified stage (default="${stop_stage}").
     --skip_stages    # Stages to skip, e.g. "2 4" (default="${skip_stages}").
     --skip_data_prep # Skip data preparation stages 1-5 (default="${skip_data_prep}").
-    --skip_train     # Skip training stages 2-11 (default="${skip_train}").
+    --skip_train     # Skip training stages 2 and 4-11; stage 3 formats only the test sets
+                     # (and the valid set with --eval_valid_set true) (default="${skip_train}").
     --skip_eval      # Skip decoding and evaluation stages 12-13 (default="${skip_eval}").
     --skip_packing   # Skip the packing stage 14 (default="${skip_packing}").
-    --skip_upload_hf # Skip the model card / upload stage 15 (default="${skip_upload_hf}").
+    --skip_upload    # Zenodo upload of ESPnet's older layout: not available, false is an error
+                     # (default="${skip_upload}").
+    --skip_upload_hf # Skip the Hugging Face upload stage 15 (default="${skip_upload_hf}").
+    --eval_valid_set # Decode and score the validation set too (default="${eval_valid_set}").
     --ngpu           # The number of gpus ("0" uses cpu, otherwise use gpu, default="${ngpu}").
     --num_nodes      # The number of nodes (default="${num_nodes}").
     --nj             # The number of parallel jobs (default="${nj}").
@@ -162,9 +191,12 @@ Options:
     --blank                   # CTC blank symbol (default="${blank}").
     --sos_eos                 # sos and eos symbole (default="${sos_eos}").
     --bpe_input_sentence_size # Size of input sentence for BPE (default="${bpe_input_sentence_size}").
+    --bpe_nlsyms              # Non-linguistic symbols for sentencepiece, comma-separated or a file
+                              # with one per line (default="${bpe_nlsyms}").
     --bpe_char_cover          # Character coverage when modeling BPE (default="${bpe_char_cover}").
     --nlsyms_txt              # Non-linguistic symbol list if existing (default="${nlsyms_txt}").
     --cleaner                 # Text cleaner (default="${cleaner}").
+    --hyp_cleaner             # Text cleaner for the hypotheses in scoring (default="${hyp_cleaner}").
     --g2p                     # g2p method (default="${g2p}").
     --lang                    # The language type of corpus (default=${lang}).
 
@@ -179,8 +211,12 @@ Options:
                       # e.g., --lm_args "--max_epoch 10"
                       # Note that it will overwrite args in lm config.
     --num_splits_lm   # Number of splitting for lm corpus (default="${num_splits_lm}").
+    --use_word_lm     # Word LM: not supported (as in ESPnet), true is an error (default="${use_word_lm}").
+    --word_vocab_size # Size of word vocabulary (default="${word_vocab_size}").
     --use_ngram       # N-gram LM (stage 9). Not available: it needs KenLM (lmplz, build_binary),
                       # which this recipe does not provide; true is an error (default="${use_ngram}").
+    --ngram_exp       # Directory of the n-gram LM (default="${ngram_exp}").
+    --ngram_num       # Order of the n-gram LM (default="${ngram_num}").
     --lm_fold_length  # fold_length for LM training (default="${lm_fold_length}").
 
     # ASR model related
@@ -194,6 +230,9 @@ Options:
     --pretrained_model     # Pretrained model to load (default="${pretrained_model}").
     --ignore_init_mismatch # Ignore mismatch parameter init with pretrained model (default="${ignore_init_mismatch}").
     --feats_normalize      # Normalization layer type (default="${feats_normalize}").
+    --num_splits_asr       # Number of splitting for the training data (default="${num_splits_asr}").
+    --asr_speech_fold_length # fold_length for speech data, x100 samples for raw (default="${asr_speech_fold_length}").
+    --asr_text_fold_length   # fold_length for text data (default="${asr_text_fold_length}").
 
     # Decoding related
     --inference_tag       # Suffix to the result dir for decoding (default="${inference_tag}").
@@ -203,17 +242,32 @@ Options:
     --inference_asr_model # ASR model path for decoding (default: valid.<name>.ave.pth from the
                           # training config's first best_model_criterion, else valid.acc.ave.pth).
     --inference_lm        # Language model path for decoding (default="${inference_lm}").
+    --inference_ngram     # N-gram LM file for decoding (default="${inference_ngram}").
+    --download_model      # Decode with a packed model instead of a trained one: a Hugging Face
+                          # repository (fetched with huggingface_hub), a packed .zip or an unpacked
+                          # directory with meta.yaml (default="${download_model}").
+    --batch_size          # Batch size of decoding (default="${batch_size}").
+    --use_maskctc         # Decode with Mask-CTC (default="${use_maskctc}").
+    --use_k2              # k2 decoding: not available (k2 is not provided), true is an error
+                          # (default="${use_k2}"); its options are accepted:
+    --k2_ctc_decoding     # (default="${k2_ctc_decoding}")
+    --use_nbest_rescoring # (default="${use_nbest_rescoring}")
+    --num_paths           # (default="${num_paths}")
+    --nll_batch_size      # (default="${nll_batch_size}")
+    --k2_config           # (default="${k2_config}")
+    --score_opts          # Extra options of sclite (default="${score_opts}").
+    --local_score_opts    # Options of local/score.sh, run after scoring when it exists (default="${local_score_opts}").
     --use_streaming       # Decode chunk by chunk with carried state: causal encoders only, CTC
                           # or transducer search, no LM; chunk size: sim_chunk_length in the
                           # decoding config (default="${use_streaming}").
 
     # Upload related
-    --hf_repo # Hugging Face repository to upload to in stage 15 (default="${hf_repo}").
+    --hf_repo # Hugging Face repository to upload to in stage 15, <user>/<name> (default="${hf_repo}").
 
     # [Task dependent] Set the datadir name created by local/data.sh
-    --train_set # Name of training set (required).
-    --valid_set # Name of validation set used for monitoring/tuning network training (required).
-    --test_sets # Names of test sets (required).
+    --train_set # Name of training set (required unless --skip_train true).
+    --valid_set # Name of validation set used for monitoring/tuning network training (required unless --skip_train true).
+    --test_sets # Names of test sets (required unless --eval_valid_set true).
     --bpe_train_text # Text file path of bpe training set (default: the training set's text).
     --lm_train_text  # Text file path(s) of language model training set, separated by spaces
                      # (default: the training set's text). Written to ${dumpdir}/raw/lm_train.txt in stage 4.
@@ -245,21 +299,42 @@ crit = (conf.get("best_model_criterion") or [["valid", "acc", "max"]])[0]
 print(f"{crit[0]}.{crit[1]}.ave.pth")' "${asr_config}")
 fi
 
-# Check required arguments
-if [ -z "${train_set}" ] || [ -z "${valid_set}" ] || [ -z "${test_sets}" ]; then
-    log "Error: --train_set, --valid_set and --test_sets are required"
+# Check required arguments (as ESPnet: no training set is needed to decode with --skip_train true)
+if ! "${skip_train}"; then
+    for _opt in train_set valid_set; do
+        if [ -z "${!_opt}" ]; then
+            log "Error: --${_opt} is required (unless --skip_train true)"
+            exit 2
+        fi
+    done
+fi
+if ! "${eval_valid_set}" && [ -z "${test_sets}" ]; then
+    log "Error: --test_sets is required (unless --eval_valid_set true)"
     exit 2
 fi
-if [ "${train_set}" = "${valid_set}" ]; then
+if "${eval_valid_set}" && [ -z "${valid_set}" ]; then
+    log "Error: --eval_valid_set true needs --valid_set"
+    exit 2
+fi
+if [ -n "${train_set}" ] && [ "${train_set}" = "${valid_set}" ]; then
     log "Error: train_set and valid_set must be different. --train_set ${train_set} --valid_set ${valid_set}"
     exit 1
 fi
+_test_sets=
 for dset in ${test_sets}; do
     if [ "${dset}" = "${train_set}" ]; then
         log "Error: train_set and test_sets must be different. --train_set ${train_set} --test_sets ${test_sets}"
         exit 1
+    elif [ "${dset}" = "${valid_set}" ]; then
+        log "Info: the valid_set '${valid_set}' is in --test_sets: it is decoded from ${dumpdir}/raw/org/${valid_set} (--eval_valid_set true) and removed from the test sets"
+        eval_valid_set=true
+    elif [[ " ${_test_sets} " == *" ${dset} "* ]]; then
+        log "Info: ${dset} is given twice in --test_sets; once is enough"
+    else
+        _test_sets+="${dset} "
     fi
 done
+test_sets=${_test_sets% }
 if [ "${feats_type}" != raw ]; then
     log "Error: --feats_type ${feats_type} is not supported by this recipe (only raw)"
     exit 2
@@ -268,19 +343,43 @@ if "${use_ngram}"; then
     log "Error: --use_ngram true needs KenLM (lmplz, build_binary), which this recipe does not provide: stage 9 is not available; use --use_ngram false (the neural LM of stages 6-8 is --use_lm true)"
     exit 2
 fi
+if "${use_word_lm}"; then
+    log "Error: --use_word_lm true: a word LM is not supported (nor in ESPnet's asr.sh); use --use_word_lm false"
+    exit 2
+fi
+if "${use_k2}"; then
+    log "Error: --use_k2 true: k2 decoding is not available in this recipe (k2 is not provided); use --use_k2 false"
+    exit 2
+fi
+if ! "${skip_upload}"; then
+    log "Error: --skip_upload false asks for the Zenodo upload of ESPnet's older layout, which is deprecated and not available here; to pack use --skip_packing false, to upload to Hugging Face --skip_upload_hf false --hf_repo <user>/<name>"
+    exit 2
+fi
+if "${use_maskctc}" && "${use_streaming}"; then
+    log "Error: --use_maskctc true and --use_streaming true are two different decoders; choose one"
+    exit 2
+fi
+for _opt in num_splits_asr num_splits_lm batch_size asr_speech_fold_length asr_text_fold_length; do
+    if ! [[ "${!_opt}" =~ ^[1-9][0-9]*$ ]]; then
+        log "Error: --${_opt} must be a positive integer, got '${!_opt}'"
+        exit 2
+    fi
+done
 if [ "${asr_task}" != asr ]; then
     log "Error: --asr_task ${asr_task} is not supported by this recipe (only asr)"
     exit 2
 fi
 data_feats=${dumpdir}/raw
 
-# Stages skipped by the --skip_* flags
+# Stages skipped by the --skip_* flags (as ESPnet's asr.sh: --skip_train keeps stage 3 for the
+# test sets; a downloaded model is not packed again)
 if "${skip_data_prep}"; then skip_stages+=" 1 2 3 4 5"; fi
-if "${skip_train}"; then skip_stages+=" 2 3 4 5 6 7 8 9 10 11"; fi
+if "${skip_train}"; then skip_stages+=" 2 4 5 6 7 8 9 10 11"; fi
 if "${skip_eval}"; then skip_stages+=" 12 13"; fi
-if "${skip_packing}"; then skip_stages+=" 14"; fi
+if "${skip_packing}" || [ -n "${download_model}" ]; then skip_stages+=" 14"; fi
 if "${skip_upload_hf}"; then skip_stages+=" 15"; fi
 if ! "${use_lm}"; then skip_stages+=" 6 7 8"; fi
+log "Skipped stages: $(echo "${skip_stages}" | tr ' ' '\n' | sed '/^$/d' | sort -nu | tr '\n' ' ')"
 run_stage() { # run_stage N: whether stage N is in [stage, stop_stage] and not skipped
     [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]
 }
@@ -411,7 +510,8 @@ fi
 if run_stage 1; then
     log "Stage 1: Data preparation for data/${train_set}, data/${valid_set}, etc."
     # [Task dependent] Need to create data.sh for new corpus
-    local/data.sh ${local_data_opts}
+    # $nj: local/data.sh can use asr.sh's --nj as its own default
+    nj="${nj}" local/data.sh ${local_data_opts}
 fi
 
 if run_stage 2; then
@@ -443,8 +543,14 @@ fi
 [ -z "${lm_test_text}" ] && lm_test_text="${data_feats}/${test_sets%% *}/text"
 
 if run_stage 3; then
+    if "${skip_train}"; then
+        _dsets="${test_sets}"
+        if "${eval_valid_set}"; then _dsets="${valid_set} ${_dsets}"; fi
+    else
+        _dsets="${train_set} ${valid_set} ${test_sets}"
+    fi
     log "Stage 3: Format wav.scp: data/ -> ${data_feats}"
-    for dset in "${train_set}" "${valid_set}" ${test_sets}; do
+    for dset in ${_dsets}; do
         if [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; then
             _suf="/org"
         else
@@ -510,7 +616,7 @@ if run_stage 5; then
         log "Stage 5: Generate token_list from ${bpe_train_text} using BPE"
         ${helper} tokens --text "${bpe_train_text}" --out_dir "${bpedir}" --nbpe "${nbpe}" \
             --bpemode "${bpemode}" --character_coverage "${bpe_char_cover}" \
-            --input_sentence_size "${bpe_input_sentence_size}" --nlsyms_txt "${nlsyms_txt}" \
+            --input_sentence_size "${bpe_input_sentence_size}" --bpe_nlsyms "${bpe_nlsyms}" \
             --blank "${blank}" --oov "${oov}" --sos_eos "${sos_eos}"
     else
         log "Stage 5: Generate character level token_list from ${bpe_train_text}"
@@ -561,10 +667,31 @@ train_model() {
             ${python} -m "${entry}" "$@" --ngpu "${ngpu}" &
     fi
     local pid=$!
+    # A background job ignores Ctrl-C: on an interrupt stop it (and through it its Slurm jobs),
+    # so that a restart does not find a second trainer in the same directory.
+    trap 'stop_tree '"${pid}"'; exit 130' INT
+    trap 'stop_tree '"${pid}"'; exit 143' TERM HUP
     # tail exits when training does
     tail --pid="${pid}" -s 1 -n +1 -F "${exp}/train.log" 2>/dev/null | ${helper} progress &
     wait "${pid}"
     wait
+    trap - INT TERM HUP
+}
+
+# stop_tree <pid>: SIGTERM to a process and all its descendants (listed first, so that none is
+# missed when its parent goes).
+stop_tree() {
+    local pids=$1 todo=$1 p children
+    while [ -n "${todo}" ]; do
+        children=
+        for p in ${todo}; do children+=" $(pgrep -P "${p}" || true)"; done
+        # shellcheck disable=SC2086
+        todo=$(echo ${children})
+        pids+=" ${todo}"
+    done
+    # shellcheck disable=SC2086
+    kill -TERM ${pids} 2>/dev/null || true
+    wait 2>/dev/null || true
 }
 
 # ========================== Language model (stages 6-9) ==========================
@@ -690,8 +817,9 @@ _common_opts+=" --frontend_conf fs=${fs}"
 if [ -n "${asr_config}" ]; then
     _common_opts+=" --config ${asr_config}"
 fi
-_common_opts+=" --train_data_path_and_name_and_type ${_asr_train_dir}/wav.scp,speech,sound"
-_common_opts+=" --train_data_path_and_name_and_type ${_asr_train_dir}/text,text,text"
+# (the training data: stage 11 may read them in splits instead)
+_train_data_opts=" --train_data_path_and_name_and_type ${_asr_train_dir}/wav.scp,speech,sound"
+_train_data_opts+=" --train_data_path_and_name_and_type ${_asr_train_dir}/text,text,text"
 _common_opts+=" --valid_data_path_and_name_and_type ${_asr_valid_dir}/wav.scp,speech,sound"
 _common_opts+=" --valid_data_path_and_name_and_type ${_asr_valid_dir}/text,text,text"
 
@@ -714,7 +842,7 @@ if run_stage 10; then
     ${train_cmd} JOB=1:"${_nj}" "${_logdir}"/stats.JOB.log \
         ${python} -m espnet_ssm.bin.asr_train \
             --collect_stats true \
-            ${_common_opts} \
+            ${_common_opts} ${_train_data_opts} \
             --train_shape_file "${_logdir}/train.JOB.scp" \
             --valid_shape_file "${_logdir}/valid.JOB.scp" \
             --output_dir "${_logdir}/stats.JOB" \
@@ -748,20 +876,71 @@ if run_stage 11; then
     if [ -n "${pretrained_model}" ]; then
         _opts+=" --init_param ${pretrained_model}"
     fi
-    _opts+=" --train_shape_file ${asr_stats_dir}/train/speech_shape"
-    _opts+=" --train_shape_file ${asr_stats_dir}/train/text_shape.${token_type}"
+    if [ "${num_splits_asr}" -gt 1 ]; then
+        # Each epoch reads one split of the training data: for corpora too large to index at once.
+        _split_dir="${asr_stats_dir}/splits${num_splits_asr}"
+        if [ ! -f "${_split_dir}/.done" ]; then
+            ${python} -m espnet2.bin.split_scps \
+                --scps "${_asr_train_dir}/wav.scp" "${_asr_train_dir}/text" \
+                    "${asr_stats_dir}/train/speech_shape" "${asr_stats_dir}/train/text_shape.${token_type}" \
+                --num_splits "${num_splits_asr}" \
+                --output_dir "${_split_dir}"
+            touch "${_split_dir}/.done"
+        else
+            log "${_split_dir}/.done exists. Spliting is skipped"
+        fi
+        _opts+=" --train_data_path_and_name_and_type ${_split_dir}/wav.scp,speech,sound"
+        _opts+=" --train_data_path_and_name_and_type ${_split_dir}/text,text,text"
+        _opts+=" --train_shape_file ${_split_dir}/speech_shape"
+        _opts+=" --train_shape_file ${_split_dir}/text_shape.${token_type}"
+        _opts+=" --multiple_iterator true"
+    else
+        _opts+="${_train_data_opts}"
+        _opts+=" --train_shape_file ${asr_stats_dir}/train/speech_shape"
+        _opts+=" --train_shape_file ${asr_stats_dir}/train/text_shape.${token_type}"
+    fi
     _opts+=" --valid_shape_file ${asr_stats_dir}/valid/speech_shape"
     _opts+=" --valid_shape_file ${asr_stats_dir}/valid/text_shape.${token_type}"
     _opts+=" --resume true --ignore_init_mismatch ${ignore_init_mismatch}"
-    _opts+=" --fold_length 80000 --fold_length 150 --output_dir ${asr_exp}"
+    # raw audio: the speech fold length counts hundreds of samples
+    _opts+=" --fold_length $((asr_speech_fold_length * 100)) --fold_length ${asr_text_fold_length}"
+    _opts+=" --output_dir ${asr_exp}"
 
     # shellcheck disable=SC2086
     train_model "${asr_exp}" 11 ASR espnet_ssm.bin.asr_train ${_opts} ${asr_args}
 fi
 
+if [ -n "${download_model}" ] && { run_stage 12 || run_stage 13; }; then
+    # As ESPnet: the model's files are linked into ${expdir}/<name>/ (its LM into .../lm/)
+    if [ -e "${download_model}" ]; then
+        asr_exp="${expdir}/$(basename "${download_model}" .zip)"
+    else
+        asr_exp="${expdir}/${download_model}"
+    fi
+    log "Use ${download_model} for decoding and evaluation: ${asr_exp}"
+    _files=$(${helper} pretrained "${download_model}" "${asr_exp}")
+    inference_asr_model=$(echo "${_files}" | awk '$1 == "asr_model_file" { print $2 }')
+    _lm_file=$(echo "${_files}" | awk '$1 == "lm_file" { print $2 }')
+    if [ -n "${_lm_file}" ]; then
+        lm_exp="${asr_exp}/lm"
+        inference_lm="${_lm_file}"
+    elif "${use_lm}"; then
+        log "Error: ${download_model} holds no language model: decode without one (--use_lm false)"
+        exit 1
+    fi
+fi
+
+if "${eval_valid_set}"; then
+    _eval_sets="org/${valid_set} ${test_sets}"
+else
+    _eval_sets="${test_sets}"
+fi
+
 if run_stage 12; then
     log "Stage 12: Decoding: training_dir=${asr_exp}"
-    if "${use_streaming}"; then
+    if "${use_maskctc}"; then
+        _inference_module=espnet_ssm.bin.asr_inference_maskctc
+    elif "${use_streaming}"; then
         if "${use_lm}"; then
             log "Error: --use_streaming true decodes with the CTC or transducer search alone, without a language model: add --use_lm false"
             exit 1
@@ -790,7 +969,7 @@ if run_stage 12; then
         log "Error: ${asr_exp}/${inference_asr_model} not found (see --inference_asr_model; trained models: $(cd "${asr_exp}" && ls -- *.pth 2>/dev/null | tr '\n' ' '))"
         exit 1
     fi
-    for dset in ${test_sets}; do
+    for dset in ${_eval_sets}; do
         _data="${data_feats}/${dset}"
         _dir="${asr_exp}/${inference_tag}/${dset}"
         _logdir="${_dir}/logdir"
@@ -805,7 +984,7 @@ if run_stage 12; then
         # shellcheck disable=SC2086
         ${_cmd} --gpu "${_ngpu}" JOB=1:"${_nj}" "${_logdir}"/asr_inference.JOB.log \
             ${python} -m "${_inference_module}" \
-                --batch_size 1 \
+                --batch_size "${batch_size}" \
                 --ngpu "${_ngpu}" \
                 --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" \
                 --key_file "${_logdir}"/keys.JOB.scp \
@@ -829,26 +1008,24 @@ fi
 if run_stage 13; then
     log "Stage 13: Scoring"
     _token_types="char word"
-    if [ "${token_type}" = bpe ]; then
+    # subword error rates when there is a BPE model (as ESPnet)
+    if [ -f "${bpemodel}" ]; then
         _token_types+=" bpe"
     fi
-    for dset in ${test_sets}; do
+    for dset in ${_eval_sets}; do
         _data="${data_feats}/${dset}"
         _dir="${asr_exp}/${inference_tag}/${dset}"
         ${helper} score --ref "${_data}/text" --hyp "${_dir}/text" --utt2spk "${_data}/utt2spk" \
             --out_dir "${_dir}" --token_types "${_token_types}" --bpemodel "${bpemodel}" \
-            --cleaner "${cleaner}" --nlsyms_txt "${nlsyms_txt}"
+            --cleaner "${cleaner}" --hyp_cleaner "${hyp_cleaner}" --nlsyms_txt "${nlsyms_txt}" \
+            --score_opts "${score_opts}"
     done
+    if [ -f local/score.sh ]; then
+        # shellcheck disable=SC2086
+        local/score.sh ${local_score_opts} "${asr_exp}"
+    fi
     # Show results in Markdown syntax
-    _opts=
-    if [ -n "${asr_config}" ]; then
-        _opts+="--asr_config ${asr_config} "
-    fi
-    if "${use_lm}"; then
-        _opts+="--lm_config ${lm_config:-${lm_exp}/config.yaml} "
-    fi
-    # shellcheck disable=SC2086
-    scripts/utils/show_asr_result.sh ${_opts} "${asr_exp}" > "${asr_exp}"/RESULTS.md
+    scripts/utils/show_asr_result.sh "${asr_exp}" > "${asr_exp}"/RESULTS.md
     cat "${asr_exp}"/RESULTS.md
 fi
 
@@ -890,23 +1067,19 @@ if run_stage 14; then
 fi
 
 if run_stage 15; then
-    if [ -n "${hf_repo}" ]; then
-        _hf_dir="${expdir}/hf_${hf_repo//\//_}"
-    else
-        _hf_dir="${expdir}/hf_${asr_exp##*/}"
+    if [ -z "${hf_repo}" ]; then
+        log "Error: stage 15 uploads to Hugging Face and needs --hf_repo <user>/<name> (the repository must exist); or skip it with --skip_upload_hf true"
+        exit 1
     fi
-    log "Stage 15: Model card: ${_hf_dir}/README.md"
-    if [ -n "${hf_repo}" ]; then
-        if ! command -v git-lfs &> /dev/null; then
-            log "Error: git-lfs is needed to upload to Hugging Face (e.g. apt-get install git-lfs)"
-            exit 1
-        fi
-        rm -rf "${_hf_dir}"
-        git clone "https://huggingface.co/${hf_repo}" "${_hf_dir}"
-    else
-        rm -rf "${_hf_dir}"
-        mkdir -p "${_hf_dir}"
+    _hf_dir="${expdir}/hf_${hf_repo//\//_}"
+    log "Stage 15: Upload model to Hugging Face: ${hf_repo} (from ${_hf_dir})"
+    if ! command -v git-lfs &> /dev/null; then
+        log "Error: git-lfs is needed to upload to Hugging Face (e.g. apt-get install git-lfs)"
+        exit 1
     fi
+    lm_check_file "${packed_model}" "the packed model of stage 14 (--skip_packing false)"
+    rm -rf "${_hf_dir}"
+    git clone "https://huggingface.co/${hf_repo}" "${_hf_dir}"
     ${python} -m zipfile -e "${packed_model}" "${_hf_dir}"
     _opts=
     if [ -n "${inference_config}" ]; then
@@ -914,20 +1087,18 @@ if run_stage 15; then
     fi
     # shellcheck disable=SC2086
     ${helper} model_card --asr_exp "${asr_exp}" --model_dir "${_hf_dir}" \
-        --hf_repo "${hf_repo:-<user>/<repository>}" --corpus "$(basename "$(cd ../.. && pwd)")" \
+        --hf_repo "${hf_repo}" --corpus "$(basename "$(cd ../.. && pwd)")" \
         --run_args "${run_args}" ${_opts} > "${_hf_dir}/README.md"
-    if [ -n "${hf_repo}" ]; then
-        log "Upload to https://huggingface.co/${hf_repo}"
-        (
-            cd "${_hf_dir}"
-            git lfs track "*.pth" "*.zip" "*.model" "*.npz" "*.png"
-            git add .
+    log "Upload to https://huggingface.co/${hf_repo}"
+    (
+        cd "${_hf_dir}"
+        git lfs track "*.pth" "*.zip" "*.model" "*.npz" "*.png"
+        git add .
+        if [ -n "$(git status --porcelain)" ]; then
             git commit -m "Update model"
-            git push
-        )
-    else
-        log "No --hf_repo given: the card and files are in ${_hf_dir} and nothing was uploaded"
-    fi
+        fi
+        git push
+    )
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

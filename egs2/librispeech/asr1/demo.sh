@@ -105,6 +105,7 @@ run_opts=(
     --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
     --use_streaming "${use_streaming}"
+    --skip_packing false
 )
 # One run.sh call per stage (the same stages a single call would run) so that each is timed.
 _stages="1 2 3 4 5 10 11 12 13 14"

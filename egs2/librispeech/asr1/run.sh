@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # LibriSpeech 960 h with an espnet-ssm encoder: ESPnet's usual entry point.
-#   ./run.sh                         all stages (1 download/prep ... 14 pack)
+#   ./run.sh                         all stages (1 download/prep ... 13 scoring; 14 packing with
+#                                    --skip_packing false)
 #   ./run.sh --stage 11 --ngpu 4     resume training; any asr.sh option can be given (see --help)
 #   ./run.sh --use_lm false --local_data_opts "--lm_text false"   no LM (and no LM text download)
 set -e
@@ -30,4 +31,5 @@ inference_config=conf/decode_asr.yaml
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
-    --lm_train_text "data/${train_set}/text data/local/other_text/text" "$@"
+    --lm_train_text "data/${train_set}/text data/local/other_text/text" \
+    --bpe_train_text "data/${train_set}/text" "$@"

@@ -9,9 +9,10 @@
 #  3. combine the training parts into data/<train_set> and the validation parts into
 #     data/<valid_set>
 #  4. LM text (only with --lm_text true): openslr 11's librispeech-lm-norm.txt.gz, taken from
-#     <librispeech_dir>/ (or <librispeech_dir>/LibriSpeech/) or downloaded (resumable, size and
-#     gzip checked), into data/local/other_text/text with ids librispeech_lng_<8 digits>; the
-#     recipe's --lm_train_text adds it to the training transcripts
+#     data/local/other_text/ (where ESPnet's recipe keeps it), <librispeech_dir>/ or
+#     <librispeech_dir>/LibriSpeech/, or downloaded (resumable, size and gzip checked), into
+#     data/local/other_text/text with ids librispeech_lng_<8 digits>; the recipe's
+#     --lm_train_text adds it to the training transcripts
 set -e
 set -u
 set -o pipefail
@@ -34,7 +35,7 @@ valid_parts="dev-clean dev-other"
 valid_set=dev
 lm_text=true
 lm_url_base=https://www.openslr.org/resources/11
-nj=4
+nj=${nj:-4} # asr.sh runs stage 1 with its --nj in $nj
 python=python3
 
 help_message=$(cat << EOF
@@ -51,7 +52,8 @@ Usage: $0 [options]
   --lm_text               # stage 4: prepare LM text data/local/other_text/text (default: ${lm_text};
                           # false when no LM is trained, e.g. with asr.sh --use_lm false)
   --lm_url_base           # openslr mirror of the LM text (default: ${lm_url_base})
-  --nj                    # threads for checking the flac files (default: ${nj})
+  --nj                    # threads for checking the flac files (default: asr.sh's --nj when run
+                          # from it, else 4; now ${nj})
 EOF
 )
 . scripts/utils/parse_options.sh
@@ -104,7 +106,8 @@ fi
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && "${lm_text}"; then
     log "Stage 4: LM text -> data/local/other_text/text"
     _lm_gz=
-    for _f in "${librispeech_dir}/librispeech-lm-norm.txt.gz" "${librispeech_dir}/LibriSpeech/librispeech-lm-norm.txt.gz"; do
+    for _f in data/local/other_text/librispeech-lm-norm.txt.gz "${librispeech_dir}/librispeech-lm-norm.txt.gz" \
+            "${librispeech_dir}/LibriSpeech/librispeech-lm-norm.txt.gz"; do
         if [ -f "${_f}" ]; then _lm_gz=${_f}; break; fi
     done
     if [ -z "${_lm_gz}" ]; then
