@@ -39,6 +39,7 @@ n=$(basename "${out}" | tr -dc 0-9)
 id=$((1000 + ${n:-0}))  # x.3.log -> 1003
 echo "${id}"
 [ -n "${FAKE_HANG:-}" ] && exec sleep 600
+[ -n "${FAKE_SKIP:-}" ] && exit 0
 SLURM_CPUS_PER_TASK=${cpus} SLURM_JOB_ID=${id} bash "$1" > "${out}" 2>&1
 """
 FAKE_SRUN = """#!/usr/bin/env bash
@@ -240,6 +241,32 @@ def test_interrupted_training_cancels_its_slurm_job(tmp_path, slurm):
     assert calls(env, "scancel") == ["1000"]
     leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftover, leftover
+
+
+def test_training_on_splits(tmp_path, slurm):
+    """--num_splits_asr 2: stage 11 splits the training data once and trains on the splits only."""
+    work = recipe_copy(tmp_path)
+    utts = [f"s-u{i}" for i in range(4)]
+    for d, files in ((work / "dump/raw/tr", ("wav.scp", "text")),
+                     (work / "exp/asr_stats_raw_char/train", ("speech_shape", "text_shape.char"))):
+        d.mkdir(parents=True)
+        for f in files:
+            datadir.write_table(d / f, {u: "x" for u in utts})
+    env = dict(slurm, FAKE_SKIP="1", cmd_backend="slurm")
+    args = ["./asr.sh", "--stage", "11", "--stop_stage", "11", "--ngpu", "0", "--use_lm", "false", "--train_set", "tr",
+            "--valid_set", "dv", "--test_sets", "ts", "--token_type", "char", "--asr_tag", "x", "--num_splits_asr", "2",
+            "--asr_speech_fold_length", "500", "--asr_text_fold_length", "100"]
+    for _ in range(2):
+        proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "splits2/.done exists" in proc.stdout  # split once
+    split = work / "exp/asr_stats_raw_char/splits2"
+    for f in ("wav.scp", "text", "speech_shape", "text_shape.char"):
+        assert sorted(p.name for p in split.glob(f"{f}/split.*")) == ["split.0", "split.1"], f
+    train = next(x for x in (work / "exp/asr_x/q/train.sh").read_text().splitlines() if x.startswith("( "))
+    assert train.count("--train_data_path_and_name_and_type") == 2 and "--multiple_iterator true" in train
+    assert f"--train_data_path_and_name_and_type {split.relative_to(work)}/wav.scp,speech,sound" in train
+    assert "--fold_length 50000 --fold_length 100" in train
 
 
 def test_split_streams_large_files(tmp_path):

@@ -694,6 +694,19 @@ stop_tree() {
     wait 2>/dev/null || true
 }
 
+# split_once <dir> <N> <file...>: split the files into N parts in <dir> (espnet2.bin.split_scps),
+# for training that reads one part per epoch; done once (<dir>/.done).
+split_once() {
+    local dir=$1 n=$2
+    shift 2
+    if [ ! -f "${dir}/.done" ]; then
+        ${python} -m espnet2.bin.split_scps --scps "$@" --num_splits "${n}" --output_dir "${dir}"
+        touch "${dir}/.done"
+    else
+        log "${dir}/.done exists. Splitting is skipped"
+    fi
+}
+
 # ========================== Language model (stages 6-9) ==========================
 # ESPnet's own LM entry points: a language model needs nothing of espnet_ssm (whose import,
 # for the encoder registry, costs about 10 s per process).
@@ -763,15 +776,8 @@ if run_stage 7; then
     if [ "${num_splits_lm}" -gt 1 ]; then
         # Each epoch reads one split of the text: for LM texts too large to hold in memory.
         _split_dir="${lm_stats_dir}/splits${num_splits_lm}"
-        if [ ! -f "${_split_dir}/.done" ]; then
-            ${python} -m espnet2.bin.split_scps \
-                --scps "${data_feats}/lm_train.txt" "${lm_stats_dir}/train/text_shape.${lm_token_type}" \
-                --num_splits "${num_splits_lm}" \
-                --output_dir "${_split_dir}"
-            touch "${_split_dir}/.done"
-        else
-            log "${_split_dir}/.done exists. Spliting is skipped"
-        fi
+        split_once "${_split_dir}" "${num_splits_lm}" \
+            "${data_feats}/lm_train.txt" "${lm_stats_dir}/train/text_shape.${lm_token_type}"
         _opts+=" --train_data_path_and_name_and_type ${_split_dir}/lm_train.txt,text,text"
         _opts+=" --train_shape_file ${_split_dir}/text_shape.${lm_token_type}"
         _opts+=" --multiple_iterator true"
@@ -879,16 +885,8 @@ if run_stage 11; then
     if [ "${num_splits_asr}" -gt 1 ]; then
         # Each epoch reads one split of the training data: for corpora too large to index at once.
         _split_dir="${asr_stats_dir}/splits${num_splits_asr}"
-        if [ ! -f "${_split_dir}/.done" ]; then
-            ${python} -m espnet2.bin.split_scps \
-                --scps "${_asr_train_dir}/wav.scp" "${_asr_train_dir}/text" \
-                    "${asr_stats_dir}/train/speech_shape" "${asr_stats_dir}/train/text_shape.${token_type}" \
-                --num_splits "${num_splits_asr}" \
-                --output_dir "${_split_dir}"
-            touch "${_split_dir}/.done"
-        else
-            log "${_split_dir}/.done exists. Spliting is skipped"
-        fi
+        split_once "${_split_dir}" "${num_splits_asr}" "${_asr_train_dir}/wav.scp" "${_asr_train_dir}/text" \
+            "${asr_stats_dir}/train/speech_shape" "${asr_stats_dir}/train/text_shape.${token_type}"
         _opts+=" --train_data_path_and_name_and_type ${_split_dir}/wav.scp,speech,sound"
         _opts+=" --train_data_path_and_name_and_type ${_split_dir}/text,text,text"
         _opts+=" --train_shape_file ${_split_dir}/speech_shape"
