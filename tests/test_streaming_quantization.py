@@ -9,7 +9,6 @@ named.
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -20,8 +19,10 @@ import espnet_ssm  # noqa: F401  (registers the encoders)
 from espnet_ssm.bin import asr_inference, asr_inference_longform, asr_inference_streaming
 from espnet_ssm.layers.conv_as_linear import PatchLinear2d, PointwiseLinear, is_pointwise
 from espnet_ssm.streaming import LongFormSpeech2Text, StreamingSpeech2Text
+from espnet_ssm.streaming import quantization
 from espnet_ssm.streaming.quantization import quantize_asr_model
 from espnet_ssm.streaming.recognizer import prepare_model
+from espnet_ssm.streaming.rescoring import attention_log_likelihoods
 from test_streaming_cli import read_table, write_scp
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 from test_streaming_encoder import CASES, D_IN, build, stream
@@ -194,21 +195,53 @@ def test_long_form_cli_decodes_offline_with_the_quantized_model(tmp_path, rng):
         assert ids[key] == " ".join(map(str, s2t(torch.from_numpy(x)).token_ids))
 
 
-def test_quantized_model_rescores_with_its_quantized_decoder(tmp_path, rng):
-    """Attention rescoring at the end of a stream runs on the quantized copy's decoder."""
+def test_quantized_model_rescores_with_its_quantized_decoder(tmp_path, rng, monkeypatch):
+    """Attention rescoring at the end of a stream runs on the quantized copy's decoder: each
+    final score is 0.3 log p_ctc + 0.7 log p_att, with log p_att summed token by token by that
+    decoder over the streamed encoder output."""
     config, model_file = make_model_files(tmp_path, "ssm_conformer", CAUSAL_SSM_CONFORMER,
                                           decoder=True)
     s2t = StreamingSpeech2Text(config, model_file, beam_size=3, nbest=3, ctc_weight=0.3,
                                quantize_asr_model=True)
-    assert any(isinstance(m, DynamicQuantizedLinear) for m in s2t.asr_model.decoder.modules())
+    decoder = s2t.asr_model.decoder
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in decoder.modules())
+    chunks, forward_chunk = [], s2t.asr_model.encoder.forward_chunk
+
+    def recording(*args, **kwargs):
+        enc, state = forward_chunk(*args, **kwargs)
+        chunks.append(enc)
+        return enc, state
+
+    monkeypatch.setattr(s2t.asr_model.encoder, "forward_chunk", recording)
     speech = torch.from_numpy(rng.uniform(-0.5, 0.5, 12000).astype("float32"))
-    results = s2t.recognize(speech, int(rng.integers(500, 3000)))
+    chunk = int(rng.integers(500, 3000))
+    results = s2t.recognize(speech, chunk)
+    ctc_only = StreamingSpeech2Text(config, model_file, beam_size=3, nbest=3,
+                                    quantize_asr_model=True)
+    ctc_scores = {tuple(r.token_ids): r.score for r in ctc_only.recognize(speech, chunk)}
+    enc = torch.cat(chunks, dim=1)
+    model = s2t.asr_model
     assert len(results) >= 1
+    with torch.no_grad():
+        # the n-best goes through the decoder in one batch; a quantized layer rounds its input
+        # per call, so the reference scores the same batch; token by token within REL_TOL
+        att = dict(zip(ctc_scores, attention_log_likelihoods(
+            decoder, enc, [list(y) for y in ctc_scores], model.sos, model.eos)))
+        for r in results:
+            y = tuple(r.token_ids)
+            assert r.score == pytest.approx(0.3 * ctc_scores[y] + 0.7 * att[y], abs=1e-6)
+            ys, state, stepwise = [model.sos], None, 0.0
+            for tok in r.token_ids + [model.eos]:
+                logp, state = decoder.score(torch.tensor(ys), state, enc[0])
+                stepwise += float(logp[tok])
+                ys.append(tok)
+            assert stepwise == pytest.approx(att[y], rel=REL_TOL)
     scores = [r.score for r in results]
-    assert scores == sorted(scores, reverse=True) and all(map(math.isfinite, scores))
+    assert scores == sorted(scores, reverse=True)
 
 
-def test_espnet_inference_quantizes_speech_mamba_through_this_package(tmp_path, rng):
+def test_espnet_inference_quantizes_speech_mamba_through_this_package(tmp_path, rng,
+                                                                      monkeypatch):
     """ESPnet's own quantize_dynamic call breaks speech_mamba (dt_proj's weight is read as a
     tensor); our asr_inference entry point routes --quantize_asr_model to quantize_asr_model."""
     original = torch.quantization.quantize_dynamic
@@ -216,10 +249,22 @@ def test_espnet_inference_quantizes_speech_mamba_through_this_package(tmp_path, 
         tmp_path, "speech_mamba", dict(output_size=16, num_blocks=2, attention_heads=2, d_state=4))
     scp, audio = write_scp(tmp_path, rng, rates=(8000, 8000))
     out = tmp_path / "decode"
+    quantized = []
+
+    def watched(*args, **kwargs):
+        quantized.append(quantize_asr_model(*args, **kwargs))
+        return quantized[-1]
+
+    monkeypatch.setattr(quantization, "quantize_asr_model", watched)
     asr_inference.main([
         "--asr_train_config", str(config), "--asr_model_file", str(model_file),
         "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", str(out),
         "--beam_size", "1", "--ctc_weight", "1.0", "--quantize_asr_model", "true",
     ])
-    assert set(read_table(out / "1best_recog" / "token_int")) == set(audio)
     assert torch.quantization.quantize_dynamic is original  # restored afterwards
+    # the model that decoded was our quantized copy: int8 Linear layers, dt_proj left in float
+    (model,) = quantized
+    assert sum(isinstance(m, DynamicQuantizedLinear) for m in model.encoder.modules()) > 0
+    assert all(type(m.dt_proj) is torch.nn.Linear for m in model.encoder.modules()
+               if hasattr(m, "dt_proj"))
+    assert set(read_table(out / "1best_recog" / "token_int")) == set(audio)
