@@ -152,9 +152,22 @@ def test_strict_loading(trained_files, tmp_path: Path):
     )
     import soundfile as sf
 
+    from espnet2.bin.asr_inference import Speech2Text
+
     wav, _ = sf.read(data.wav_scp.read_text().split()[1])
-    results = s2t(torch.tensor(wav, dtype=torch.float32))
-    assert isinstance(results[0][0], str)
+    speech = torch.tensor(wav, dtype=torch.float32)
+    results = s2t(speech)
+    # the same n-best as ESPnet's own Speech2Text on the same files
+    espnet_s2t = Speech2Text(
+        asr_train_config=str(config), asr_model_file=str(model_file), beam_size=2, ctc_weight=0.5
+    )
+    def nbest(rs):
+        return [(text, tokens, ids, float(hyp.score)) for text, tokens, ids, hyp in rs]
+
+    assert nbest(results) == nbest(espnet_s2t(speech))
+    text, tokens, token_ids = results[0][:3]
+    assert tokens == [s2t.asr_model.token_list[i] for i in token_ids]
+    assert text == "".join(tokens).replace("<space>", " ")
 
 
 def test_inference_entry_point_refuses_mismatched_checkpoint(trained_files, tmp_path: Path):
