@@ -112,10 +112,26 @@ def test_unknown_encoder_message_lists_our_names():
         assert name in str(err.value)
 
 
-def test_every_registered_class_is_an_abs_encoder():
-    from espnet2.asr.encoder.abs_encoder import AbsEncoder
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_class_keeps_espnet_encoder_contract(name):
+    """What ESPnet's registry hands out for our name encodes like ESPnet's ConformerEncoder:
+    ``(out, olens, None)``, out (B, T', output_size()) zero past each length, and the same
+    output lengths (conv2d subsampling) as ESPnet gives each utterance on its own."""
+    import espnet2.tasks.asr as asr
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
-    encoders = espnet_ssm.our_encoders()
-    assert sorted(encoders) == sorted(NAMES)
-    for cls in encoders.values():
-        assert issubclass(cls, AbsEncoder)
+    small = {} if name == "speech_mamba" else dict(linear_units=32)
+    enc = asr.encoder_choices.get_class(name)(input_size=20, output_size=16, num_blocks=1,
+                                              **small).eval()
+    ref = ConformerEncoder(input_size=20, output_size=16, num_blocks=1, linear_units=32).eval()
+    ilens = torch.tensor([53, 20, 7, 38])
+    xs = torch.randn(len(ilens), int(ilens.max()), 20)
+    with torch.no_grad():
+        out, olens, states = enc(xs, ilens)
+        ref_olens = torch.cat([ref(xs[b : b + 1, :n], ilens[b : b + 1])[1]
+                               for b, n in enumerate(ilens.tolist())])
+    assert states is None and enc.output_size() == 16
+    assert olens.tolist() == ref_olens.tolist() == [((int(n) - 1) // 2 - 1) // 2 for n in ilens]
+    assert out.shape == (len(ilens), int(olens.max()), 16)
+    for b, n in enumerate(olens.tolist()):
+        assert not out[b, n:].any() and out[b, :n].abs().amax(dim=-1).gt(0).all()
