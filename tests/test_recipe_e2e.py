@@ -63,6 +63,7 @@ def run_args(stage: int, stop_stage: int, *extra: str) -> List[str]:
         "--asr_args", "--max_epoch 3",
         "--use_lm", "true", "--lm_config", "conf/demo/train_lm_demo_tiny.yaml",
         "--lm_train_text", "data/train_synth/text data/local/other_text/text",
+        "--bpe_train_text", "data/train_synth/text",
         "--inference_config", DECODE_CONFIG, "--inference_asr_model", "valid.loss.ave.pth",
         *extra,
     ]
@@ -253,8 +254,8 @@ def test_stage13_results_md_format(recipe):
     assert not any(line.startswith(("- ASR config", "- LM config")) for line in lines)  # as show_asr_result.sh
 
 
-def test_stage14_pack_and_stage15_card(recipe):
-    work, _ = recipe
+def test_stage14_pack_and_stage15_upload(recipe):
+    work, out = recipe
     zips = list((work / EXP).glob("*.zip"))
     assert [z.name for z in zips] == [f"asr_{ASR_TAG}_valid.loss.ave.zip"]
     names = zipfile.ZipFile(zips[0]).namelist()

@@ -102,6 +102,7 @@ run_opts=(
     --use_lm "${use_lm}"
     --lm_config "${lm_config}"
     --lm_train_text "data/train_synth/text data/local/other_text/text"
+    --bpe_train_text data/train_synth/text
     --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
     --use_streaming "${use_streaming}"
