@@ -176,17 +176,21 @@ def test_threads_follow_the_jobs_resources(tmp_path, slurm):
 
 
 def test_local_gpu_jobs_spread_over_visible_gpus(tmp_path, slurm):
-    env = dict(slurm, CUDA_VISIBLE_DEVICES="3,5")
-    proc = run_pl("local", ["--gpu", "1", "JOB=1:4", "g.JOB.log", "echo", "gpus=$CUDA_VISIBLE_DEVICES"], tmp_path, env)
-    assert proc.returncode == 0, proc.stderr
-    got = [next(x for x in (tmp_path / f"g.{j}.log").read_text().splitlines() if x.startswith("gpus="))
-           for j in range(1, 5)]
-    assert got == ["gpus=3", "gpus=5", "gpus=3", "gpus=5"]
-    env = dict(slurm, CUDA_VISIBLE_DEVICES="0,1,2,3")
-    run_pl("local", ["--gpu", "2", "JOB=1:2", "h.JOB.log", "echo", "gpus=$CUDA_VISIBLE_DEVICES"], tmp_path, env)
-    assert "gpus=0,1" in (tmp_path / "h.1.log").read_text() and "gpus=2,3" in (tmp_path / "h.2.log").read_text()
-    run_pl("local", ["i.log", "echo", "gpus=${CUDA_VISIBLE_DEVICES-unset}"], tmp_path, env)  # CPU job: untouched
-    assert "gpus=0,1,2,3" in (tmp_path / "i.log").read_text()
+    def gpus_of_jobs(env: Dict[str, str], gpu: int, n: int, name: str) -> List[str]:
+        proc = run_pl("local", ["--gpu", str(gpu), f"JOB=1:{n}", f"{name}.JOB.log", "echo",
+                                "gpus=${CUDA_VISIBLE_DEVICES-unset}"], tmp_path, env)
+        assert proc.returncode == 0, proc.stderr
+        return [next(x for x in (tmp_path / f"{name}.{j}.log").read_text().splitlines() if x.startswith("gpus="))[5:]
+                for j in range(1, n + 1)]
+
+    assert gpus_of_jobs(dict(slurm, CUDA_VISIBLE_DEVICES="3,5"), 1, 4, "a") == ["3", "5", "3", "5"]
+    assert gpus_of_jobs(dict(slurm, CUDA_VISIBLE_DEVICES="0,1,2,3"), 2, 2, "b") == ["0,1", "2,3"]
+    assert gpus_of_jobs(dict(slurm, CUDA_VISIBLE_DEVICES="0,1"), 0, 1, "c") == ["0,1"]  # CPU job: untouched
+    # no CUDA_VISIBLE_DEVICES: the GPUs nvidia-smi lists
+    smi = Path(slurm["PATH"].split(":")[0]) / "nvidia-smi"
+    smi.write_text("#!/usr/bin/env bash\necho 'GPU 0: H100 (UUID: a)'\necho 'GPU 1: H100 (UUID: b)'\n")
+    smi.chmod(0o755)
+    assert gpus_of_jobs(slurm, 1, 3, "d") == ["0", "1", "0"]
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from espnet_ssm.recipe import datadir, pretrained, results, score
+from espnet_ssm.recipe import datadir, pretrained, results, score, tokens
 from test_recipe_e2e import RECIPE, REPO, recipe_copy
 needs_sclite = pytest.mark.skipif(score.find_sclite() is None, reason="NIST sclite (sctk) not installed")
 
@@ -94,6 +94,34 @@ def test_stage15_needs_a_repository(work):
 def test_run_sh_trains_bpe_on_the_original_transcripts():
     run_sh = (RECIPE / "run.sh").read_text()
     assert '--bpe_train_text "data/${train_set}/text"' in run_sh  # not the 3x speed-perturbed copy
+
+
+def test_lm_text_where_espnet_keeps_it_and_nj_from_asr_sh(tmp_path):
+    """local/data.sh finds openslr 11's archive in data/local/other_text/ (ESPnet's place), and its
+    --nj defaults to asr.sh's."""
+    import gzip
+
+    work = recipe_copy(tmp_path)
+    (work / "data/local/other_text").mkdir(parents=True)
+    with gzip.open(work / "data/local/other_text/librispeech-lm-norm.txt.gz", "wt") as f:
+        f.write("A BANK CHECK\nHELLO WORLD\n")
+    proc = sh(work, ["local/data.sh", "--stage", "4", "--stop_stage", "4", "--download", "false",
+                     "--librispeech_dir", "nowhere"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (work / "data/local/other_text/text").read_text().splitlines() == [
+        "librispeech_lng_00000001 A BANK CHECK", "librispeech_lng_00000002 HELLO WORLD"]
+    helped = subprocess.run(["local/data.sh", "--help"], cwd=work, capture_output=True, text=True,
+                            env=dict(os.environ, nj="7")).stdout
+    assert "now 7)" in helped
+
+
+def test_bpe_nlsyms_list_or_file(tmp_path):
+    assert tokens.bpe_nlsyms("[noise],[laughter]") == ["[noise]", "[laughter]"]
+    (tmp_path / "nlsyms.txt").write_text("[noise] 1\n\n[vocalized-noise]\n")
+    assert tokens.bpe_nlsyms(str(tmp_path / "nlsyms.txt")) == ["[noise]", "[vocalized-noise]"]
+    assert tokens.bpe_nlsyms("") == []
+    with pytest.raises(ValueError, match="--bpe_nlsyms data/none.txt: no such file"):
+        tokens.bpe_nlsyms("data/none.txt")
 
 
 # ----------------------------------------------------------------------------- --skip_train
