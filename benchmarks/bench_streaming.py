@@ -84,6 +84,15 @@ STREAMING = ["mh_ssm (causal)", "ssm_conformer (causal, left 64)", "mh_ssm (caus
 
 def build_model(encoder: str, encoder_conf: dict, workdir: Path):
     """A randomly initialised ASR model (CTC only, global MVN) built by SSMASRTask."""
+    return build_model_from_conf(dict(
+        encoder=encoder, encoder_conf=encoder_conf, decoder="none", model_conf=dict(ctc_weight=1.0),
+        frontend_conf=dict(n_fft=512, hop_length=160),
+    ), workdir)
+
+
+def build_model_from_conf(conf: dict, workdir: Path):
+    """A randomly initialised model of the training config ``conf`` (SpecAugment dropped) with a
+    ``VOCAB``-token list and global MVN, built by SSMASRTask; in eval mode."""
     import numpy as np
     import yaml
 
@@ -96,16 +105,28 @@ def build_model(encoder: str, encoder_conf: dict, workdir: Path):
     stats = workdir / "feats_stats.npz"
     np.savez(stats, count=np.array(1000.0), sum=np.full(80, -5000.0),
              sum_square=np.full(80, 34000.0))
-    conf = workdir / "train.yaml"
-    conf.write_text(yaml.safe_dump(dict(
-        encoder=encoder, encoder_conf=encoder_conf, decoder="none", model_conf=dict(ctc_weight=1.0),
-        frontend_conf=dict(n_fft=512, hop_length=160), normalize="global_mvn",
-        normalize_conf=dict(stats_file=str(stats)), token_list=str(tokens), token_type="word",
-    )))
-    SSMASRTask.main(cmd=["--config", str(conf), "--dry_run", "true", "--iterator_type", "none",
-                         "--output_dir", str(workdir / "exp")])
+    conf = dict(conf, normalize="global_mvn", normalize_conf=dict(stats_file=str(stats)),
+                token_list=str(tokens), token_type="word")
+    conf.pop("specaug", None)
+    (workdir / "train.yaml").write_text(yaml.safe_dump(conf))
+    SSMASRTask.main(cmd=["--config", str(workdir / "train.yaml"), "--dry_run", "true",
+                         "--iterator_type", "none", "--output_dir", str(workdir / "exp")])
     model, _ = SSMASRTask.build_model_from_file(workdir / "exp" / "config.yaml", None, "cpu")
     return model.eval()
+
+
+def time_stream(s2t, audio, chunk: int, **call_options) -> Tuple[float, List[float]]:
+    """Feed ``audio`` to the recogniser in chunks of ``chunk`` samples (after a 2 s warm-up
+    stream): (seconds in all, per-chunk latencies in ms)."""
+    s2t.recognize(audio[: FS * 2], chunk)  # warm-up (and compilation)
+    lat = []
+    t0 = time.perf_counter()
+    n = audio.numel()
+    for start in range(0, n, chunk):
+        c0 = time.perf_counter()
+        s2t(audio[start : start + chunk], is_final=start + chunk >= n, **call_options)
+        lat.append(1000 * (time.perf_counter() - c0))
+    return time.perf_counter() - t0, lat
 
 
 def synthetic_audio(seconds: float, seed: int = 0):
@@ -153,16 +174,8 @@ def bench_streaming(args: argparse.Namespace) -> None:
                 for ms in args.chunks_ms:
                     for path in args.paths:  # one after the other: the ratio is in one run
                         use_compiled_steps(s2t.asr_model.encoder, path == "compiled")
-                        chunk = FS * ms // 1000
-                        s2t.recognize(audio[: FS * 2], chunk)  # warm-up (and compilation)
-                        lat = []
-                        t0 = time.perf_counter()
-                        n = audio.numel()
-                        for start in range(0, n, chunk):
-                            c0 = time.perf_counter()
-                            s2t(audio[start : start + chunk], is_final=start + chunk >= n)
-                            lat.append(1000 * (time.perf_counter() - c0))
-                        rtf = (time.perf_counter() - t0) / args.seconds
+                        seconds, lat = time_stream(s2t, audio, FS * ms // 1000)
+                        rtf = seconds / args.seconds
                         print(f"| {name} | {params:.1f} M | {weights} | {path} | {ms} ms | "
                               f"{rtf:.3f} | {sum(lat) / len(lat):.1f} ms | "
                               f"{percentile(lat, 0.95):.1f} ms | {max(lat):.1f} ms |", flush=True)

@@ -36,30 +36,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_streaming import FS, VOCAB, percentile, synthetic_audio  # noqa: E402
-
-
-def build_model(conf: dict, workdir: Path):
-    """A randomly initialised ASR model of the training config ``conf`` (5000 units, MVN)."""
-    import numpy as np
-
-    from espnet_ssm.tasks import SSMASRTask
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    tokens = workdir / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(VOCAB - 3)]
-                                + ["<sos/eos>"]) + "\n")
-    stats = workdir / "feats_stats.npz"
-    np.savez(stats, count=np.array(1000.0), sum=np.full(80, -5000.0),
-             sum_square=np.full(80, 34000.0))
-    conf = dict(conf, normalize="global_mvn", normalize_conf=dict(stats_file=str(stats)),
-                token_list=str(tokens), token_type="word")
-    conf.pop("specaug", None)
-    (workdir / "train.yaml").write_text(yaml.safe_dump(conf))
-    SSMASRTask.main(cmd=["--config", str(workdir / "train.yaml"), "--dry_run", "true",
-                         "--iterator_type", "none", "--output_dir", str(workdir / "exp")])
-    model, _ = SSMASRTask.build_model_from_file(workdir / "exp" / "config.yaml", None, "cpu")
-    return model
+from bench_streaming import (  # noqa: E402
+    FS,
+    VOCAB,
+    build_model_from_conf,
+    percentile,
+    synthetic_audio,
+    time_stream,
+)
 
 
 def tuning(name: str) -> dict:
@@ -100,7 +84,7 @@ def bench_streaming(args: argparse.Namespace) -> None:
     conf = tuning("ssm_conformer_online_transducer")
     conf["encoder_conf"]["attention_left_context"] = 64
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_model(conf, Path(tmp)).eval()
+        model = build_model_from_conf(conf, Path(tmp))
         rate = calibrate_blank(model, audio[: 4 * FS], args.labels_per_second)
         print(f"\n### Streaming transducer (1 CPU thread, {args.seconds:g} s of audio, greedy "
               f"search emitting {rate:.1f} labels/s)\n")
@@ -118,17 +102,8 @@ def bench_streaming(args: argparse.Namespace) -> None:
                 quantized = s2t.asr_model if weights != "float32" else None
                 search = "greedy" if beam == 1 else f"tsd, beam {beam}"
                 for ms in args.chunks_ms:
-                    chunk = FS * ms // 1000
-                    s2t.recognize(audio[: FS * 2], chunk)  # warm-up
-                    lat = []
-                    t0 = time.perf_counter()
-                    n = audio.numel()
-                    for start in range(0, n, chunk):
-                        c0 = time.perf_counter()
-                        s2t(audio[start : start + chunk], is_final=start + chunk >= n,
-                            partial=False)
-                        lat.append(1000 * (time.perf_counter() - c0))
-                    rtf = (time.perf_counter() - t0) / args.seconds
+                    seconds, lat = time_stream(s2t, audio, FS * ms // 1000, partial=False)
+                    rtf = seconds / args.seconds
                     print(f"| online SSMformer transducer, paper size | {params:.1f} M | "
                           f"{weights} | {search} | {ms} ms | {rtf:.3f} | "
                           f"{sum(lat) / len(lat):.1f} ms | {percentile(lat, 0.95):.1f} ms |",
@@ -157,7 +132,7 @@ def bench_train_step(args: argparse.Namespace) -> None:
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, conf in (("CTC/attention", ctc_att), ("transducer", rnnt)):
-            model = build_model(conf, Path(tmp) / name.replace("/", "_")).train()
+            model = build_model_from_conf(conf, Path(tmp) / name.replace("/", "_")).train()
             params = sum(p.numel() for p in model.parameters()) / 1e6
             best = float("inf")
             for _ in range(args.reps + 1):  # the first run warms up
