@@ -135,7 +135,7 @@ def bench_train_step(args: argparse.Namespace) -> None:
             model = build_model_from_conf(conf, Path(tmp) / name.replace("/", "_")).train()
             params = sum(p.numel() for p in model.parameters()) / 1e6
             best = float("inf")
-            for _ in range(args.reps + 1):  # the first run warms up
+            for _ in range(args.reps + 1):  # the fastest of reps + 1 runs (the first warms up)
                 model.zero_grad()
                 t0 = time.perf_counter()
                 loss, _, _ = model(speech, lengths, text, text_lengths)

@@ -138,3 +138,15 @@ def test_beam_search_argument_checks():
         StreamingCTCPrefixBeamSearch().step(torch.zeros(3))
     with pytest.raises(ValueError, match="frames, vocab"):
         StreamingCTCGreedy().step(torch.zeros(3))
+
+
+def test_pruned_beam_never_holds_a_labelling_twice(rng):
+    """A labelling whose node left the beam and is spelled again (through a re-created parent)
+    merges with the one still in the beam: the n-best has distinct labellings."""
+    for _ in range(10):
+        search = StreamingCTCPrefixBeamSearch(beam_size=4, blank=0)
+        log_probs = torch.log_softmax(torch.randn(100, 3, dtype=torch.float64), dim=-1)
+        for row in log_probs:  # after every frame
+            search.step(row[None])
+            labellings = [h.tokens for h in search.nbest(4)]
+            assert len(set(labellings)) == len(labellings), labellings

@@ -21,7 +21,9 @@ frame is the exact CTC probability of every labelling. Frames only ever need the
 frame's beam, so chunked input gives the same result as the whole utterance.
 
 Prefixes are nodes of a trie (token, frame, parent), so extending one costs O(1) however long
-the transcript: an hour of audio is decoded in time linear in its length. Each node records the
+the transcript: an hour of audio is decoded in time linear in its length. Each node carries a
+rolling hash of its labelling, by which extensions merge: a labelling reached again after its
+node left the beam (through a re-created parent) is still one prefix. Each node records the
 frame of the most probable single emission of its token seen while the node was in the beam
 (the frame the token "fires" at): time stamps for free.
 """
@@ -46,11 +48,12 @@ def log_add(*xs: float) -> float:
 class PrefixNode:
     """A trie node: the labelling of its parent followed by ``token`` (root: the empty one)."""
 
-    __slots__ = ("token", "frame", "parent", "length", "emission")
+    __slots__ = ("token", "frame", "parent", "length", "emission", "key")
 
     def __init__(self, token: int, frame: int, parent: Optional["PrefixNode"]):
         self.token, self.frame, self.parent = token, frame, parent
         self.length = 0 if parent is None else parent.length + 1
+        self.key = 0 if parent is None else hash((parent.key, token))  # equal labellings, equal keys
         self.emission = NEG_INF  # log probability of the most probable emission of ``token``
 
     def path(self) -> List["PrefixNode"]:
@@ -145,9 +148,8 @@ class StreamingCTCPrefixBeamSearch:
 
     def _frame(self, row: torch.Tensor, t: int) -> None:
         scores = row.tolist()
-        # Children already in the beam: extending their parent must merge into them.
-        children = {(id(h.node.parent), h.node.token): h.node for h in self.beam
-                    if h.node.parent is not None}
+        # Labellings already in the beam, by key: an extension that spells one merges into it.
+        nodes = {h.node.key: h.node for h in self.beam}
         acc: Dict[PrefixNode, List[float]] = {}  # node -> [p_b, p_nb]; insertion-ordered
 
         def add(node: PrefixNode, blank_end: bool, logp: float, extension: bool) -> None:
@@ -169,9 +171,10 @@ class StreamingCTCPrefixBeamSearch:
                 if k == self.blank:
                     add(node, True, total + y, False)
                     continue
-                child = children.get((id(node), k))
+                key = hash((node.key, k))
+                child = nodes.get(key)
                 if child is None:
-                    child = children[(id(node), k)] = PrefixNode(k, t, node)
+                    child = nodes[key] = PrefixNode(k, t, node)
                 if k == last:  # a repeat merges unless a blank separates the two
                     add(node, False, hyp.log_pnb + y, False)
                     add(child, False, hyp.log_pb + y, True)
