@@ -358,16 +358,6 @@ def test_every_tuning_config_builds(config, token_list):
         assert set(args.encoder_conf) == set(params) - {"self", "input_size"}
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_constructor_signature_holds_the_defaults_the_encoder_is_built_with(family):
-    """What ``config.yaml`` records (the signature's defaults) is what an empty conf builds."""
-    cls = FAMILIES[family]
-    params = inspect.signature(cls.__init__).parameters
-    enc = cls(input_size=20)
-    keys = [k for k in params if k not in ("self", "input_size")]
-    assert keys and all(getattr(enc.options, k) == params[k].default for k in keys)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(p.name for p in TUNING.glob("train_asr_*.yaml")))
 def test_every_tuning_config_dry_runs_through_the_entry_point(config, token_list, tmp_path):
