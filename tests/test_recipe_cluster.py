@@ -243,8 +243,16 @@ def test_interrupted_training_cancels_its_slurm_job(tmp_path, slurm):
     assert proc.returncode == 130, out[-2000:]
     assert "--job-name asr_x" in calls(env, "sbatch")[0] and "--time 5-00:00:00" in calls(env, "sbatch")[0]
     assert calls(env, "scancel") == ["1000"]
-    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert not leftover, leftover
+
+    def leftover():
+        return subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+
+    # the killed children may still be exiting when asr.sh has returned: give them a moment
+    try:
+        wait_for(lambda: not leftover(), timeout=15.0)
+    except AssertionError:
+        raise AssertionError(f"processes of the interrupted run still alive: {leftover()}")
 
 
 def test_training_on_splits(tmp_path, slurm):
