@@ -23,6 +23,7 @@ import yaml
 
 import _espnet_ssm_autoregister as hook
 from conftest import REPO, TinyASRData
+from test_entry_points import TINY_MODEL_ARGS  # a small model of ours, ESPnet syntax
 
 NAMES = ("mh_ssm", "stateformer", "speech_mamba", "ssm_conformer")
 # ESPnet's training entry point of each task we register in, and its encoder option there.
@@ -31,17 +32,6 @@ TASK_OPTIONS = {"asr": "encoder", "st": "encoder", "s2t": "encoder", "slu": "enc
 PTH_NAME = "espnet_ssm_autoregister.pth"
 HEAVY = ("torch", "espnet2", "espnet_ssm")
 
-# A small model of ours, in ESPnet's command-line syntax.
-TINY_MODEL_ARGS = [
-    "--encoder", "mh_ssm",
-    "--encoder_conf", "output_size=32", "--encoder_conf", "num_blocks=1",
-    "--encoder_conf", "num_heads=2", "--encoder_conf", "linear_units=32",
-    "--encoder_conf", "d_state=8",
-    "--decoder", "transformer", "--decoder_conf", "num_blocks=1",
-    "--decoder_conf", "linear_units=32", "--decoder_conf", "attention_heads=2",
-    "--frontend_conf", "n_fft=256", "--frontend_conf", "hop_length=128",
-    "--frontend_conf", "n_mels=20",
-]
 
 
 def _env(**extra: str) -> Dict[str, str]:

@@ -16,25 +16,9 @@ from espnet_ssm.layers.s4d import S4D, use_compiled_steps
 from espnet_ssm.ops import s4d_planar_steps
 from test_streaming_ctc import rng  # noqa: F401  (fixture)
 from test_streaming_encoder import build, stream
+from test_streaming_s4d import random_sizes, streamed
 
 ATOL = 1e-4
-
-
-def chunked(layer: S4D, x: torch.Tensor, sizes) -> torch.Tensor:
-    state, ys, start = None, [], 0
-    for n in sizes:
-        y, state = layer.forward_chunk(x[:, start:start + n], state)
-        ys.append(y)
-        start += n
-    return torch.cat(ys, dim=1)
-
-
-def random_sizes(rng, total: int, most: int):
-    sizes = []
-    while sum(sizes) < total:
-        sizes.append(int(rng.integers(1, most + 1)))
-    sizes[-1] -= sum(sizes) - total
-    return [n for n in sizes if n]
 
 
 @pytest.mark.parametrize("init", ["s4d_lin", "s4d_real"])
@@ -45,9 +29,9 @@ def test_compiled_steps_equal_the_frame_loop(init, rng):
     sizes = random_sizes(rng, 60, 4) if rng.random() < 0.5 else random_sizes(rng, 60, 20)
     with torch.inference_mode():
         ref = layer(x)
-        eager = chunked(layer, x, sizes)
+        eager = streamed(layer, x, sizes)
         assert use_compiled_steps(layer) == 1
-        fast = chunked(layer, x, sizes)
+        fast = streamed(layer, x, sizes)
     torch.testing.assert_close(fast, eager, atol=ATOL, rtol=0, msg=lambda m: f"{sizes}: {m}")
     torch.testing.assert_close(fast, ref, atol=ATOL, rtol=0)
 
