@@ -30,6 +30,8 @@ use_streaming=false # stage 12 decodes chunk by chunk (causal models; needs --us
 token_type=char
 nbpe=512           # units when --token_type bpe
 asr_args=
+asr_tag=           # default: <asr_config name>_raw_en_<token_type>[<nbpe>]
+eval_valid_set=false # stage 12-13 also decode and score the dev part
 
 help_message=$(cat << EOF
 Usage: $0 [options]
@@ -47,6 +49,8 @@ Usage: $0 [options]
   --use_streaming         # stage 12 decodes chunk by chunk, causal models only (default: ${use_streaming})
   --token_type / --nbpe   # (default: ${token_type} / ${nbpe})
   --asr_args              # extra training options, e.g. "--max_epoch 2"
+  --asr_tag               # experiment name exp/asr_<asr_tag> (default: <asr_config name>_raw_en_<token_type>)
+  --eval_valid_set        # stages 12-13 also decode and score the dev part (default: ${eval_valid_set})
 EOF
 )
 . scripts/utils/parse_options.sh
@@ -64,9 +68,11 @@ if [ -z "${inference_config}" ]; then
         inference_config=conf/demo/decode_asr_demo.yaml
     fi
 fi
-asr_tag="$(basename "${asr_config}" .yaml)_raw_en_${token_type}"
-if [ "${token_type}" = bpe ]; then
-    asr_tag+="${nbpe}"
+if [ -z "${asr_tag}" ]; then
+    asr_tag="$(basename "${asr_config}" .yaml)_raw_en_${token_type}"
+    if [ "${token_type}" = bpe ]; then
+        asr_tag+="${nbpe}"
+    fi
 fi
 asr_exp="exp/asr_${asr_tag}"
 stage_times="exp/demo_stage_times_${asr_tag}.tsv" # "<step>\t<seconds>" per step, for the closing table
@@ -106,6 +112,7 @@ run_opts=(
     --inference_config "${inference_config}"
     --inference_asr_model valid.loss.ave.pth
     --use_streaming "${use_streaming}"
+    --eval_valid_set "${eval_valid_set}"
     --skip_packing false
 )
 # One run.sh call per stage (the same stages a single call would run) so that each is timed.
