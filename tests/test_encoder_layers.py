@@ -338,3 +338,20 @@ def test_rep_conv_module_has_finite_context(causal):
         ref = module(x)
         assert torch.allclose(module(outside)[:, t], ref[:, t], atol=1e-12)
         assert not torch.allclose(module(inside)[:, t], ref[:, t], atol=1e-6)
+
+
+def test_batch_norm_conv_module_state_round_trips_through_a_plain_dict():
+    """``conv_norm: batch_norm`` keeps no ``num_batches_tracked``; a state dict rebuilt key by
+    key (no version metadata, for which PyTorch's BatchNorm loader adds the counter) loads
+    strictly and restores the running statistics."""
+    from espnet_ssm.layers.ssm_conv_module import SSMConvolutionModule
+
+    src = SSMConvolutionModule(6, mode="conv", kernel_size=3, norm="batch_norm")
+    src.norm.running_mean.normal_()
+    dst = SSMConvolutionModule(6, mode="conv", kernel_size=3, norm="batch_norm")
+    plain = {k: v.clone() for k, v in src.state_dict().items()}
+    assert not any(k.endswith("num_batches_tracked") for k in plain)
+    dst.load_state_dict(plain, strict=True)
+    assert torch.equal(dst.norm.running_mean, src.norm.running_mean)
+    with pytest.raises(RuntimeError, match="Unexpected key.*num_batches_tracked"):
+        dst.load_state_dict(dict(plain, **{"norm.num_batches_tracked": torch.tensor(3)}))

@@ -42,6 +42,23 @@ SSM_MODES = ("dir", "com", "rep", "conv")
 CONV_NORMS = ("layer_norm", "batch_norm")
 
 
+class CounterFreeBatchNorm1d(torch.nn.BatchNorm1d):
+    """``BatchNorm1d`` without the integer ``num_batches_tracked`` counter (the momentum update
+    does not read it; checkpoint averaging would sum it).
+
+    PyTorch's loader adds the counter to a state dict without version metadata (a plain dict,
+    e.g. one rebuilt key by key), which strict loading would then reject as unexpected; this
+    module loads such dicts as any other module does.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.register_buffer("num_batches_tracked", None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        torch.nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+
+
 class ComposedMixer(torch.nn.Module):
     """COM: a short depthwise convolution, then the SSM, both padding-aware."""
 
@@ -130,7 +147,7 @@ class SSMConvolutionModule(ConvolutionModule):
         if norm == "layer_norm":
             self.norm = LayerNorm(channels, dim=1)  # over channels of (B, C, T), per frame
         else:
-            self.norm.register_buffer("num_batches_tracked", None)
+            self.norm = CounterFreeBatchNorm1d(channels)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d); ``mask`` (B, T) bool, True at real frames."""
