@@ -28,6 +28,7 @@ Usage::
     python benchmarks/bench_encoders.py                 # 10/60/240 s, 3 rounds below 120 s
     python benchmarks/bench_encoders.py --quick         # 10/60 s, 1 round
     python benchmarks/bench_encoders.py --params-only   # just the parameter table
+    python benchmarks/bench_encoders.py --speed-only    # just the speed and memory tables
 """
 from __future__ import annotations
 
@@ -206,7 +207,7 @@ def results_tables(results: Dict[str, Dict[float, dict]], durations: List[float]
         ("Activation memory (MB) = peak - after build; ratio = model / conformer",
          "activations_mb", "{:.0f}"),
     ):
-        out += ["", f"### {title}", "", head, sep]
+        out += ["", f"**{title}**", "", head, sep]
         for name, per in results.items():
             cells = []
             for d in durations:
@@ -219,7 +220,7 @@ def results_tables(results: Dict[str, Dict[float, dict]], durations: List[float]
         for name, per in results.items() for d in durations if "error" in per[d]
     ]
     if failures:
-        out += ["", "### Failures", ""] + failures
+        out += ["", "**Failures**", ""] + failures
     return "\n".join(out)
 
 
@@ -240,6 +241,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="memory a run may use beyond its built encoder (capped by what the machine has)",
     )
     parser.add_argument("--params-only", action="store_true", help="only the parameter table")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed and memory tables")
     parser.add_argument("--_worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -249,10 +251,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
 
     models = list(dict.fromkeys([REFERENCE] + args.models))
-    print("## Parameters\n")
-    print(parameter_table(models))
-    if args.params_only:
+    if args.params_only:  # the bare table (README.md prints it as is)
+        print(parameter_table(models))
         return
+    if not args.speed_only:
+        print("## Parameters\n")
+        print(parameter_table(models))
     durations = args.durations or ([10, 60] if args.quick else [10, 60, 240])
     reps = args.reps or (1 if args.quick else 3)
     print(f"\n## Speed and memory ({args.threads} thread(s), best of {reps} round(s) below 120 s)")

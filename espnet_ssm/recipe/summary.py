@@ -5,7 +5,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_ssm.recipe.datadir import read_table
 
@@ -43,14 +43,20 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def time_table(stage_times: Path) -> List[str]:
-    """Lines of a wall-time table from a file of '<step>\\t<seconds>' lines."""
+def read_stage_times(stage_times: Path) -> List[Tuple[str, int]]:
+    """(step, seconds) pairs from a file of '<step>\\t<seconds>' lines (demo.sh writes one)."""
     rows = []
     for k, line in enumerate(stage_times.read_text(encoding="utf-8").splitlines(), 1):
         step, sep, seconds = line.rpartition("\t")
         if not sep or not seconds.strip().isdigit():
             raise ValueError(f"{stage_times}:{k}: expected '<step>\\t<seconds>', got {line!r}")
         rows.append((step, int(seconds)))
+    return rows
+
+
+def time_table(stage_times: Path) -> List[str]:
+    """Lines of a wall-time table from a file of '<step>\\t<seconds>' lines."""
+    rows = read_stage_times(stage_times)
     width = max([len(step) for step, _ in rows] + [len("total")])
     lines = [f"  {step:<{width}}  {minutes(sec):>12}" for step, sec in rows]
     return lines + [f"  {'total':<{width}}  {minutes(sum(sec for _, sec in rows)):>12}"]
