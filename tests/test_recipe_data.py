@@ -1,20 +1,18 @@
 """Recipe data helpers: LibriSpeech preparation and its bad-input errors, Kaldi data directories,
-filtering, speed perturbation, audio dump, sentencepiece token lists, the synthetic corpus."""
+filtering, speed perturbation, audio dump, sentencepiece token lists (the synthetic demo corpus:
+test_demo_corpus.py)."""
 from __future__ import annotations
 
-import gzip
-import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 import soundfile as sf
 
-from espnet_ssm.recipe import datadir, filter_data, format_wav, grammar, librispeech, perturb, synth_corpus, tokens
+from espnet_ssm.recipe import datadir, filter_data, format_wav, librispeech, perturb, tokens
 from espnet_ssm.recipe.datadir import DataDirError
 from espnet_ssm.recipe.librispeech import CorpusError
 
@@ -261,9 +259,9 @@ def test_filter_data_removes_and_lists(tmp_path):
     assert [line.split()[0] for line in listed] == sorted(reasons)
 
 
-def test_bpe_token_list_layout(tmp_path):
-    gen = grammar.SentenceGenerator(seed=int(np.random.default_rng().integers(1 << 30)))
-    lines = [f"u{i:04d} {s}" for i, s in enumerate(gen.unique_sentences(300))]
+def test_bpe_token_list_layout(tmp_path, rng):
+    words = ["".join(rng.choice(list("ABCDEFGHIJKLMNOPRSTUW'"), size=int(rng.integers(1, 9)))) for _ in range(200)]
+    lines = [f"u{i:04d} " + " ".join(rng.choice(words, size=int(rng.integers(4, 16)))) for i in range(300)]
     (tmp_path / "text").write_text("\n".join(lines) + "\n")
     toks = tokens.train_bpe(tmp_path / "text", tmp_path / "bpe", nbpe=60)
     assert (tmp_path / "bpe" / "tokens.txt").read_text().splitlines() == toks
@@ -273,88 +271,6 @@ def test_bpe_token_list_layout(tmp_path):
     for line in lines[:20]:
         pieces = sp.encode(line.split(" ", 1)[1], out_type=str)
         assert set(pieces) <= set(toks[2:-1])
-
-
-# ----------------------------------------------------------------------------- synthetic corpus
-def test_grammar_is_varied_and_librispeech_normalised():
-    seed = int(np.random.default_rng().integers(1 << 30))
-    sents = grammar.SentenceGenerator(seed).unique_sentences(2000)
-    assert sents == grammar.SentenceGenerator(seed).unique_sentences(2000)  # deterministic
-    assert len(set(sents)) == 2000
-    assert all(re.fullmatch(r"[A-Z']+( [A-Z']+)*", s) for s in sents)
-    assert all(4 <= len(s.split()) <= 16 for s in sents)
-    used = {w for s in sents for w in s.split()}
-    assert len(grammar.vocabulary()) >= 500 and len(used) >= 500 and used <= set(grammar.vocabulary())
-    # Not a handful of templates: many distinct sentence-initial bigrams and lengths.
-    assert len({tuple(s.split()[:2]) for s in sents}) > 300
-    assert len({len(s.split()) for s in sents}) >= 10
-    parts = grammar.split_sentences(sents, {"a": 1500, "b": 200, "c": 300}, seed)
-    assert sum(len(v) for v in parts.values()) == 2000
-    assert not set(parts["a"]) & set(parts["b"]) and not set(parts["a"]) & set(parts["c"])
-
-
-def test_corpus_plan_holds_test_voices_out_of_training(tmp_path):
-    sizes = {"train-synth": 300, "dev-synth": 40, "test-synth": 60}
-    readers, utts = synth_corpus.plan_corpus(tmp_path, sizes, seed=int(np.random.default_rng().integers(1000)))
-    by_part: Dict[str, List] = {p: [u for u in utts if u.reader.part == p] for p in sizes}
-    assert {p: len(v) for p, v in by_part.items()} == sizes
-    train_voices = {u.reader.voice for u in by_part["train-synth"]}
-    train_variants = {u.reader.variant for u in by_part["train-synth"]}
-    for part in ("dev-synth", "test-synth"):
-        assert not {u.reader.variant for u in by_part[part]} & train_variants
-        assert not {u.reader.voice for u in by_part[part]} & train_voices
-        assert not {u.text for u in by_part[part]} & {u.text for u in by_part["train-synth"]}
-    assert len(train_voices) >= 8 and len({u.reader.voice for u in by_part["test-synth"]}) >= 3
-    assert len({u.utt_id for u in utts}) == len(utts)
-    for u in utts:
-        assert re.fullmatch(rf"{u.reader.reader_id}-\d+-\d{{4}}", u.utt_id)
-        assert u.path.parent.parent.name == str(u.reader.reader_id)
-
-
-def test_lm_text_excludes_dev_and_test_sentences(tmp_path):
-    """The corpus' LM text: gzipped, one grammar sentence a line, no dev or test sentence in it."""
-    sizes = {"train-synth": 300, "dev-synth": 100, "test-synth": 200}
-    seed = int(np.random.default_rng().integers(1000))
-    _, utts = synth_corpus.plan_corpus(tmp_path, sizes, seed=seed)
-    held_out = {u.text for u in utts if u.reader.part != "train-synth"}
-    # Sentences the grammar draws often (short ones) would turn up unless left out on purpose.
-    sents = synth_corpus.lm_sentences(20000, held_out, seed)
-    assert len(sents) == 20000 and not set(sents) & held_out
-    assert sents == synth_corpus.lm_sentences(20000, held_out, seed)  # deterministic
-    assert all(re.fullmatch(r"[A-Z']+( [A-Z']+)*", s) for s in sents[:2000])
-    assert len(set(sents)) > 15000  # varied text, not a few sentences repeated
-    path = tmp_path / synth_corpus.LM_TEXT
-    synth_corpus.write_lm_text(path, sents)
-    first = path.read_bytes()
-    with gzip.open(path, "rt") as f:
-        assert f.read().splitlines() == sents
-    synth_corpus.write_lm_text(path, sents)
-    assert path.read_bytes() == first  # byte-identical rewrite (no time stamp in the gzip header)
-
-
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
-def test_generated_corpus_is_prepared_by_stage1(tmp_path):
-    sizes = {"train-synth": 6, "dev-synth": 2, "test-synth": 3}
-    root = synth_corpus.generate(tmp_path / "c", sizes, seed=3, nj=2, lm_text_sentences=500)
-    with gzip.open(tmp_path / "c" / synth_corpus.LM_TEXT, "rt") as f:
-        lm_text = f.read().splitlines()
-    eval_text = {line.split(" ", 1)[1] for part in ("dev-synth", "test-synth")
-                 for tr in (root / part).glob("*/*/*.trans.txt") for line in tr.read_text().splitlines()}
-    assert len(lm_text) == 500 and len(eval_text) == 5 and not set(lm_text) & eval_text
-    for part, n in sizes.items():
-        out = tmp_path / "data" / part
-        assert librispeech.prepare_part(root / part, out) == n
-        for path in datadir.read_table(out / "wav.scp").values():
-            x, fs = sf.read(path)
-            assert fs == 16000 and x.ndim == 1 and 0.5 < len(x) / fs < 12 and np.abs(x).max() <= 1.0
-    speakers = librispeech.read_speakers(root / "SPEAKERS.TXT")
-    assert set(speakers.values()) <= {"m", "f"}
-    marker = (root / ".complete").stat().st_mtime
-    synth_corpus.generate(tmp_path / "c", sizes, seed=3, nj=2)  # complete: nothing redone
-    assert (root / ".complete").stat().st_mtime == marker
-    smaller = {"train-synth": 3, "dev-synth": 1, "test-synth": 1}
-    synth_corpus.generate(tmp_path / "c", smaller, seed=4, nj=1)  # other settings: made afresh
-    assert len(list(root.glob("*/*/*/*.flac"))) == 5
 
 
 def test_stage1_cli_stops_on_bad_corpus(corpus, tmp_path):

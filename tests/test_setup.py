@@ -42,6 +42,21 @@ def test_present_system_tools_pass(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_missing_demo_text_packages_are_reported(tmp_path: Path):
+    """The demo corpus' text comes from Debian data packages, checked by file, not by command."""
+    path = _sandbox_path(tmp_path, uid=1000, tools=("espeak-ng", "sox", "flac", "sctk"))
+    root = tmp_path / "root"
+    (root / "usr/share/games/fortunes").mkdir(parents=True)
+    (root / "usr/share/games/fortunes/wisdom").write_text("%\n")
+    proc = subprocess.run(
+        [shutil.which("bash"), str(REPO / "tools" / "system_deps.sh")],
+        env={"PATH": path, "SYSTEM_DEPS_ROOT": str(root)}, capture_output=True, text=True,
+    )
+    assert proc.returncode == 1
+    assert "Missing system tools: wordnet-base." in proc.stderr
+    assert "apt-get install -y wordnet-base'" in proc.stderr
+
+
 def _quick_start_commands() -> list:
     """The commands of the README's Quick start block (comments stripped)."""
     readme = (REPO / "README.md").read_text()

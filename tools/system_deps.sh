@@ -9,6 +9,14 @@ missing=()
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || { [ "$t" = sctk ] && command -v sclite >/dev/null 2>&1; } || missing+=("$t")
 done
+# Text of the demo corpus (espnet_ssm/recipe/text_corpus.py): WordNet's example sentences
+# (wordnet-base, WordNet 3.0 licence) and fortune cookies (fortunes, BSD licence).
+# (SYSTEM_DEPS_ROOT: where to look for them instead of /, for the tests.)
+data_packages=(wordnet-base fortunes)
+data_files=(/usr/share/wordnet/data.noun /usr/share/games/fortunes/wisdom)
+for i in "${!data_packages[@]}"; do
+  [ -f "${SYSTEM_DEPS_ROOT:-}${data_files[$i]}" ] || missing+=("${data_packages[$i]}")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 cmd="apt-get update && apt-get install -y ${missing[*]}"

@@ -9,8 +9,11 @@ it exactly as it prepares a real LibriSpeech copy. Layout written under ``<out>/
     <part>/<reader>/<chapter>/<reader>-<chapter>-<nnnn>.flac   (16 kHz, mono, 16 bit)
 
 Content:
-  * sentences from the generative grammar in :mod:`espnet_ssm.recipe.grammar` (upper case, no
-    punctuation), distinct across parts: no sentence of the dev or test part occurs in training;
+  * open-vocabulary English sentences from :mod:`espnet_ssm.recipe.text_corpus` (WordNet's example
+    sentences, LibriSpeech's normalisation), the parts made of disjoint source documents: no
+    document or sentence of the dev or test part occurs in training;
+  * an optional fourth part (``test-other-source``) whose text comes from another source and genre
+    (fortune cookies: quotations and aphorisms), read by the test voices;
   * one "reader" per espeak-ng voice = base voice (accent) + variant (voice quality), each with its
     own speaking rate and pitch, jittered per utterance (240 training readers: 4 accents x 60
     variants);
@@ -18,14 +21,15 @@ Content:
   * mild noise: white noise at 20-35 dB SNR, random gain and leading/trailing silence.
 
 Beside ``LibriSpeech/`` goes ``librispeech-lm-norm.txt.gz``, the stand-in for LibriSpeech's LM
-text (openslr resource 11): one sentence per line, drawn from the same grammar with its own
-random stream, with every dev and test sentence left out (LibriSpeech's LM text likewise leaves
-out the books of the dev and test sets).
+text (openslr resource 11): one sentence per line from WordNet documents that no part uses, so
+it holds no dev or test sentence (LibriSpeech's LM text likewise leaves out the books of the dev
+and test sets).
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -41,7 +45,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from espnet_ssm.recipe.grammar import SentenceGenerator, split_sentences
+from espnet_ssm.recipe.text_corpus import split_texts
 
 FS = 16000
 ESPEAK_FS = 22050
@@ -66,10 +70,9 @@ FEMALE_VARIANTS = frozenset(
      "Alicia", "anika", "steph2", "grandma")
 )
 
-DEFAULT_PARTS = ("train-synth", "dev-synth", "test-synth")
+# train, dev, test (in-domain text) and a test part whose text comes from another source
+DEFAULT_PARTS = ("train-synth", "dev-synth", "test-synth", "test-other-source")
 LM_TEXT = "librispeech-lm-norm.txt.gz"  # openslr 11's file name, so local/data.sh takes either
-# 20k sentences (about 1.1 M characters): enough for the demo's character LM to learn the
-# grammar's words; an epoch over them takes about 25 s on 2 CPU cores.
 DEFAULT_LM_SENTENCES = 20000
 
 
@@ -125,25 +128,28 @@ def plan_corpus(
     sizes: Dict[str, int],
     seed: int = 0,
     chapters_per_reader: int = 2,
-) -> Tuple[List[Reader], List[Utterance]]:
-    """Decide every reader, chapter, utterance id and sentence before any audio is made.
+    lm_text_sentences: int = 0,
+) -> Tuple[List[Reader], List[Utterance], List[str]]:
+    """Decide every reader, chapter, utterance id and sentence, and the LM text, before any audio.
 
-    ``sizes`` maps the part names (train, dev, test, in that order) to utterance counts.
+    ``sizes`` maps the part names (train, dev, test and optionally the other-source test part,
+    in that order) to utterance counts. The other-source part is read by the test voices.
     """
-    if len(sizes) != 3:
-        raise ValueError(f"plan_corpus: expected 3 parts (train, dev, test), got {list(sizes)}")
+    if len(sizes) not in (3, 4):
+        raise ValueError(f"plan_corpus: expected 3 or 4 parts (train, dev, test[, other-source test]), got {list(sizes)}")
     for part, n in sizes.items():
         if n < 1:
             raise ValueError(f"plan_corpus: part {part} needs at least one utterance, got {n}")
-    (train, dev, test) = list(sizes)
+    (train, dev, test, *other) = list(sizes)
     # One random stream per part: the dev and test readers do not change with the training voices.
     readers = (
         make_readers(train, TRAIN_BASES, TRAIN_VARIANTS, 100, np.random.default_rng([seed, 0]))
         + make_readers(dev, EVAL_BASES, DEV_VARIANTS, 700, np.random.default_rng([seed, 1]))
         + make_readers(test, EVAL_BASES, TEST_VARIANTS, 800, np.random.default_rng([seed, 2]))
     )
-    gen = SentenceGenerator(seed)
-    sentences = split_sentences(gen.unique_sentences(sum(sizes.values())), sizes, seed)
+    if other:
+        readers += make_readers(other[0], EVAL_BASES, TEST_VARIANTS, 900, np.random.default_rng([seed, 3]))
+    sentences, lm_text = split_texts(sizes, lm_text_sentences, seed, other[0] if other else None)
     root = out_dir / "LibriSpeech"
     utterances: List[Utterance] = []
     for part, texts in sentences.items():
@@ -159,7 +165,7 @@ def plan_corpus(
             utt_id = f"{reader.reader_id}-{chapter}-{n:04d}"
             path = root / part / str(reader.reader_id) / str(chapter) / f"{utt_id}.flac"
             utterances.append(Utterance(utt_id, path, text, reader, seed * 1_000_003 + len(utterances)))
-    return readers, utterances
+    return readers, utterances, lm_text
 
 
 def espeak(text: str, voice: str, wpm: int, pitch: int) -> np.ndarray:
@@ -231,25 +237,11 @@ def write_metadata(out_dir: Path, readers: Sequence[Reader], utterances: Sequenc
     (root / "SPEAKERS.TXT").write_text("".join(lines))
     (root / "README.TXT").write_text(
         "Synthetic speech corpus in LibriSpeech's layout, made by espnet_ssm.recipe.synth_corpus\n"
-        "with espeak-ng. Sentences come from a generative grammar and are distinct across parts;\n"
-        "the voice variants of the dev and test readers do not occur in the training part.\n"
+        "with espeak-ng. Sentences: WordNet 3.0's example sentences (Debian package wordnet-base,\n"
+        "WordNet 3.0 licence), the parts made of disjoint synsets; test-other-source: fortune\n"
+        "cookies (Debian package fortunes, BSD licence). The voice variants of the dev and test\n"
+        "readers do not occur in the training part.\n"
     )
-
-
-def lm_sentences(n: int, held_out: Iterable[str], seed: int = 0) -> List[str]:
-    """``n`` grammar sentences for LM training, none of them in ``held_out``.
-
-    Drawn with their natural frequencies (short common sentences may repeat, as in real text)
-    from a random stream of their own, so that the LM text does not depend on the corpus sizes.
-    """
-    held_out = frozenset(held_out)
-    gen = SentenceGenerator(seed * 1_000_003 + 424242)
-    out: List[str] = []
-    while len(out) < n:
-        s = gen.sample()
-        if s not in held_out:
-            out.append(s)
-    return out
 
 
 def write_lm_text(path: Path, sentences: Sequence[str]) -> None:
@@ -275,23 +267,24 @@ def generate(
     resumes (existing flac files are kept), a finished one (``.complete``) is left alone, and a
     corpus made with another plan is removed first, so files of two plans never mix.
     ``<out_dir>/librispeech-lm-norm.txt.gz`` (``lm_text_sentences`` lines; none when 0) is
-    rewritten every time: it takes about a second and depends only on the plan.
+    rewritten every time: it takes a few seconds and depends only on the plan.
     """
     if shutil.which("espeak-ng") is None:
         raise RuntimeError(
             "espeak-ng is not installed; install it with: sudo apt-get install -y espeak-ng"
         )
-    readers, utterances = plan_corpus(out_dir, sizes, seed, chapters_per_reader)
+    readers, utterances, lm_text = plan_corpus(out_dir, sizes, seed, chapters_per_reader, lm_text_sentences)
     if lm_text_sentences > 0:
-        train_part = next(iter(sizes))
-        held_out = {u.text for u in utterances if u.reader.part != train_part}
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_lm_text(out_dir / LM_TEXT, lm_sentences(lm_text_sentences, held_out, seed))
-        logging.info("LM text: %d sentences in %s (no dev/test sentence)", lm_text_sentences, out_dir / LM_TEXT)
+        write_lm_text(out_dir / LM_TEXT, lm_text)
+        logging.info("LM text: %d sentences in %s (no dev/test sentence)", len(lm_text), out_dir / LM_TEXT)
     root = out_dir / "LibriSpeech"
     marker, plan_file = root / ".complete", root / ".plan"
-    plan = repr((sorted(sizes.items()), seed, chapters_per_reader, TRAIN_BASES, EVAL_BASES,
-                 TRAIN_VARIANTS, DEV_VARIANTS, TEST_VARIANTS))
+    # The texts are part of the plan: a corpus made from other text (another source package
+    # version, another normalisation) is made afresh.
+    texts = hashlib.sha256("\n".join(f"{u.utt_id} {u.text}" for u in utterances).encode()).hexdigest()
+    plan = repr((list(sizes.items()), seed, chapters_per_reader, TRAIN_BASES, EVAL_BASES,
+                 TRAIN_VARIANTS, DEV_VARIANTS, TEST_VARIANTS, texts))
     if marker.is_file() and marker.read_text() == plan:
         logging.info("corpus %s is complete, nothing to do", out_dir)
         return root
@@ -323,10 +316,11 @@ def generate(
 
 
 def parse_sizes(parts: Iterable[str], sizes: Iterable[int]) -> Dict[str, int]:
+    """``{part: size}`` for 3 or 4 part names (train, dev, test[, other-source test]) and as many sizes."""
     parts, sizes = list(parts), list(sizes)
-    if len(parts) != 3 or len(sizes) != 3:
-        raise ValueError(f"need three part names and three sizes, got {parts} and {sizes}")
-    if len(set(parts)) != 3:
+    if len(parts) not in (3, 4) or len(sizes) != len(parts):
+        raise ValueError(f"need 3 or 4 part names and as many sizes, got {parts} and {sizes}")
+    if len(set(parts)) != len(parts):
         raise ValueError(f"part names must be distinct, got {parts}")
     return dict(zip(parts, sizes))
 
@@ -336,9 +330,9 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("out_dir", type=Path, help="the corpus goes to <out_dir>/LibriSpeech")
-    p.add_argument("--parts", nargs=3, default=list(DEFAULT_PARTS), metavar=("TRAIN", "DEV", "TEST"))
-    p.add_argument("--sizes", nargs=3, type=int, default=[3000, 200, 300], metavar=("NTRAIN", "NDEV", "NTEST"),
-                   help="utterances per part")
+    p.add_argument("--parts", nargs="+", default=list(DEFAULT_PARTS),
+                   help="train, dev, test and optionally a test part whose text comes from another source")
+    p.add_argument("--sizes", nargs="+", type=int, default=[2100, 100, 200, 200], help="utterances per part")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nj", type=int, default=2, help="parallel synthesis processes")
     p.add_argument("--chapters_per_reader", type=int, default=2)
@@ -354,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sizes = parse_sizes(args.parts, args.sizes)
         generate(args.out_dir, sizes, args.seed, args.nj, args.chapters_per_reader,
                  lm_text_sentences=args.lm_text_sentences)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"synth_corpus: {e}")
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The demo: this recipe's stages 1-14, unchanged, on a small synthetic corpus in LibriSpeech's
-# own layout (espeak-ng voices; the test voices do not occur in training, plus an LM text like
-# openslr 11's), with a small espnet-ssm encoder and a character LSTM LM on the CPU. Ends with
-# the wall time of each step, the error-rate tables, example transcripts and where the packed
-# model and the training curves are.
+# own layout (open-vocabulary English text read by espeak-ng voices; the test voices do not occur
+# in training; a second test part whose text comes from another source; an LM text like openslr
+# 11's), with a small espnet-ssm encoder and an LSTM LM on the CPU. The test parts are decoded
+# twice, with the LM and greedily without it. Ends with the wall time of each step, the error-rate
+# tables, example transcripts and where the packed model and the training curves are.
 #
 #   cd egs2/librispeech/asr1 && ./demo.sh          (what `make demo` runs)
 set -e
@@ -18,7 +19,8 @@ stop_stage=14      # last recipe stage
 corpus_dir=demo_corpus # the corpus is written to <corpus_dir>/LibriSpeech/
 # 2100 training utterances and 20k LM sentences (rather than 2400 and 30k) make room for the LM
 # stages within the demo's 15 minutes.
-sizes="2100 100 200"   # utterances in the train, dev and test parts
+parts="train-synth dev-synth test-synth test-other-source" # the last part's text is from another source
+sizes="2100 100 200 200" # utterances in each part
 lm_text_sentences=20000 # sentences in the corpus' LM text (no dev/test sentence among them)
 seed=0
 nj=2
@@ -37,7 +39,7 @@ help_message=$(cat << EOF
 Usage: $0 [options]
   --stage / --stop_stage  # recipe stages to run (default: ${stage} / ${stop_stage}); the corpus is made first
   --corpus_dir            # where the synthetic LibriSpeech goes (default: ${corpus_dir})
-  --sizes                 # utterances in train, dev, test (default: "${sizes}")
+  --sizes                 # utterances in train, dev, test, test-other-source (default: "${sizes}")
   --lm_text_sentences     # sentences in the LM text (default: ${lm_text_sentences})
   --seed                  # corpus seed (default: ${seed})
   --nj                    # parallel jobs (default: ${nj})
@@ -60,7 +62,10 @@ if [ $# -ne 0 ]; then
 fi
 . ./path.sh
 
-parts="train-synth dev-synth test-synth"
+test_sets=
+for _part in ${parts#* * }; do
+    test_sets+="${_part//-/_} "
+done
 if [ -z "${inference_config}" ]; then
     if "${use_lm}"; then
         inference_config=conf/demo/decode_asr_demo_lm.yaml
@@ -98,7 +103,7 @@ run_opts=(
     --local_data_opts "--librispeech_dir ${corpus_dir} --download false --parts ${parts// /,} --train_parts train-synth --train_set train_synth --valid_parts dev-synth --valid_set dev_synth --lm_text ${use_lm}"
     --train_set train_synth
     --valid_set dev_synth
-    --test_sets test_synth
+    --test_sets "${test_sets% }"
     --speed_perturb_factors ""
     --token_type "${token_type}"
     --nbpe "${nbpe}"
@@ -123,6 +128,11 @@ fi
 for s in ${_stages}; do
     if [ "${s}" -ge "${stage}" ] && [ "${s}" -le "${stop_stage}" ]; then
         timed "stage ${s}" ./run.sh --stage "${s}" --stop_stage "${s}" "${run_opts[@]}"
+    fi
+    if [ "${s}" = 13 ] && "${use_lm}" && [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 13 ]; then
+        # The same acoustic model without the LM: greedy CTC (a few seconds per test part).
+        timed "stages 12-13 greedy" ./run.sh --stage 12 --stop_stage 13 "${run_opts[@]}" \
+            --use_lm false --inference_config conf/demo/decode_asr_demo.yaml
     fi
 done
 
