@@ -1,13 +1,14 @@
 # One command per job; each does its own idempotent set-up first.
 #   make test   set up, then run the test suite (what CI runs)
 #   make demo   set up, then run the LibriSpeech recipe end to end on the generated demo corpus
+#   make figures  set up, then regenerate README.md's figure blocks (ONLY=<part of a command>: some)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-all demo bench freeze clean
+.PHONY: setup system-deps test test-all demo bench figures freeze clean
 
 setup: system-deps $(STAMP)
 
@@ -35,6 +36,11 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_encoders.py
+
+# Re-runs the command named in each <!-- figures: ... --> block of README.md and puts its output there.
+ONLY ?=
+figures: setup
+	$(PY) benchmarks/update_readme.py $(if $(ONLY),--only '$(ONLY)')
 
 # Regenerate the pins from the current environment (after a deliberate upgrade).
 freeze:

@@ -19,8 +19,9 @@ Python, ``.sh`` scripts with bash); its standard output replaces the block's con
     python benchmarks/update_readme.py --check          # no command run: see below
 
 ``--check`` verifies that the markers pair up, that every block names an existing script, and
-that no table with measured figures (a cell holding a decimal number, or a number with a unit
-such as %, ms, s, MB, GB, M or x) stands outside a block. A command that fails leaves its block
+that no table with measured figures (a cell holding a decimal number or a number with a unit such
+as %, ms, s, MB, GB, M or x, or a bare number in a table naming a measured quantity such as seconds,
+time, memory, WER or RTF) stands outside a block. A command that fails leaves its block
 as it was; the others are still updated, and the exit status is 1.
 
 The file is re-read before each block is written, so that edits made elsewhere in it while a
@@ -35,7 +36,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN = re.compile(r"^<!-- figures: (?P<command>.+?) -->\s*$")
@@ -44,6 +45,10 @@ CLOSE = "<!-- /figures -->"
 FIGURE = re.compile(
     r"\d+\.\d+|\d(?:[\d ]*\d)?\s*(?:%|ms\b|µs\b|us\b|s\b|min\b|MB\b|GB\b|GiB\b|M\b|x\b|×)"
 )
+
+# A column or row naming a measured quantity, and a cell that is a bare number.
+QUANTITY = re.compile(r"\b(?:seconds|time|memory|latency|WER|CER|RTF|params|parameters)\b", re.I)
+NUMBER = re.compile(r"\*{0,2}\d[\d ]*\*{0,2}")
 
 
 class MarkerError(ValueError):
@@ -89,29 +94,38 @@ def find_blocks(lines: Sequence[str], path: Path) -> List[Block]:
     return blocks
 
 
-def unmarked_figure_tables(lines: Sequence[str], blocks: Sequence[Block]) -> List[int]:
-    """1-based numbers of the first line of each table outside the blocks with a measured figure
-    in a cell (table rows: lines starting with '|'; fenced code is skipped)."""
+def tables_outside(lines: Sequence[str], blocks: Sequence[Block]) -> List[Tuple[int, List[str]]]:
+    """(0-based first line, rows) of each Markdown table outside the blocks and fenced code."""
     inside = set()
     for b in blocks:
         inside.update(range(b.start, b.end + 1))
-    found: List[int] = []
-    table_start: Optional[int] = None
-    fenced = False
+    tables: List[Tuple[int, List[str]]] = []
+    fenced, previous_row = False, False
     for i, line in enumerate(lines):
         if line.lstrip().startswith("```"):
             fenced = not fenced
         is_row = not fenced and i not in inside and line.lstrip().startswith("|")
-        if not is_row:
-            table_start = None
-            continue
-        if table_start is None:
-            table_start = i
-        cells = line.strip().strip("|").split("|")
-        if any(FIGURE.search(re.sub(r"`[^`]*`", " ", c)) for c in cells):
-            if not found or found[-1] != table_start + 1:
-                found.append(table_start + 1)
-    return found
+        if is_row and not previous_row:
+            tables.append((i, []))
+        if is_row:
+            tables[-1][1].append(line)
+        previous_row = is_row
+    return tables
+
+
+def has_figures(rows: Sequence[str]) -> bool:
+    """Whether a table holds measured figures: a cell with a decimal number or a number with a
+    unit, or a bare number in a table that names a measured quantity (seconds, WER, memory, ...).
+    Code spans are not figures."""
+    cells = [re.sub(r"`[^`]*`", " ", c) for row in rows for c in row.strip().strip("|").split("|")]
+    if any(FIGURE.search(c) for c in cells):
+        return True
+    return any(QUANTITY.search(c) for c in cells) and any(NUMBER.fullmatch(c.strip()) for c in cells)
+
+
+def unmarked_figure_tables(lines: Sequence[str], blocks: Sequence[Block]) -> List[int]:
+    """1-based numbers of the first line of each table with figures outside the blocks."""
+    return [start + 1 for start, rows in tables_outside(lines, blocks) if has_figures(rows)]
 
 
 def check(readme: Path, root: Path) -> List[str]:
