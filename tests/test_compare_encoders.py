@@ -1,0 +1,148 @@
+"""benchmarks/compare_encoders.py: the families' demo configs are comparable (equal parameter
+count within the tolerance, the demo's own training budget), and the table is read correctly from
+the recipe's outputs. A slow test runs the quick mode end to end through demo.sh."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("compare_encoders", REPO / "benchmarks" / "compare_encoders.py")
+compare = importlib.util.module_from_spec(_spec)
+sys.modules["compare_encoders"] = compare  # its dataclass looks its module up
+_spec.loader.exec_module(compare)
+
+# Keys that make up a family; everything else is the training budget, the demo's.
+ENCODER_KEYS = {"encoder", "encoder_conf"}
+
+
+def load(config: str) -> dict:
+    return yaml.safe_load((compare.RECIPE / config).read_text(encoding="utf-8"))
+
+
+def test_every_family_at_the_reference_parameter_count():
+    counts = compare.parameter_counts(list(compare.FAMILIES))
+    reference = counts[compare.REFERENCE]
+    assert set(counts) == set(compare.FAMILIES)
+    for name, n in counts.items():
+        assert abs(n / reference - 1) <= compare.TOLERANCE, (name, n, reference)
+    assert compare.unequal_counts(counts, reference) == []
+
+
+def test_unequal_counts_names_the_family_outside_the_tolerance():
+    reference = 1_000_000
+    over = int(reference * (1 + compare.TOLERANCE)) + 1
+    bad = compare.unequal_counts({"conformer": reference, "a": reference + 1, "b": over}, reference)
+    assert len(bad) == 1 and bad[0].startswith(f"b: {over} parameters")
+
+
+def test_families_cover_the_encoders_and_train_with_the_demo_budget():
+    demo_config = load(compare.demo_default("asr_config"))
+    encoders = set()
+    for name, config in compare.FAMILIES.items():
+        conf = load(config)
+        encoders.add(conf["encoder"])
+        budget = {k: v for k, v in conf.items() if k not in ENCODER_KEYS}
+        demo_budget = {k: v for k, v in demo_config.items() if k not in ENCODER_KEYS}
+        assert budget == demo_budget, f"{config}: training settings differ from the demo's"
+    assert encoders == {"conformer", "e_branchformer", "ssm_conformer", "mh_ssm", "stateformer", "speech_mamba"}
+    assert compare.default_epochs() == demo_config["max_epoch"]
+
+
+def test_quick_sizes_give_every_demo_part_a_size():
+    sizes = compare.quick_sizes().split()
+    assert len(sizes) == len(compare.demo_default("sizes").split())
+    assert sizes[0] == str(compare.QUICK_TRAIN) and set(sizes[1:]) == {str(compare.QUICK_OTHER)}
+
+
+@pytest.mark.parametrize("span, seconds", [
+    ("59.27 seconds", 59.27), ("1 minute and 7.03 seconds", 67.03),
+    ("4 minutes and 24.93 seconds", 264.93), ("1 hour, 2 minutes and 3.5 seconds", 3723.5),
+])
+def test_seconds_of_espnet_time_spans(span, seconds):
+    assert compare.seconds(span) == pytest.approx(seconds)
+
+
+RESULT_LINE = "|      Sum/Avg      |       200              {wrd}       |      87.4       11.5      1.1      0.4      {err}      56.5       |\n"
+TRAIN_LOG = """\
+[vm] 2026-12-04 08:09:48,880 (trainer:394) INFO: 1epoch results: [train] iter_time=0.032, loss=127.201, train_time=0.863, time=4 minutes and 24.93 seconds, total_count=307, [valid] loss=74.746, time=18.58 seconds, total_count=15
+[vm] 2026-12-04 08:10:00,000 (trainer:300) INFO: 2/2epoch started
+[vm] 2026-12-04 08:12:11,519 (trainer:394) INFO: 2epoch results: [train] iter_time=0.018, loss=65.165, train_time=0.445, time=59.27 seconds, total_count=614, [valid] loss=49.857, time=1.06 seconds, total_count=30
+"""
+
+
+def fake_run(exp: Path, rates: dict) -> None:
+    """An experiment directory as stages 11-13 leave it: train.log and scored result.txt files."""
+    exp.mkdir(parents=True)
+    (exp / "train.log").write_text(TRAIN_LOG)
+    for dset, by_unit in rates.items():
+        for unit, err in by_unit.items():
+            sub = "org/" + dset if dset.startswith("dev") else dset  # where asr.sh puts the valid set's
+            score = exp / "decode_asr_demo_asr_model_valid.loss.ave" / sub / f"score_{unit}"
+            score.mkdir(parents=True)
+            (score / "result.txt").write_text("header\n" + RESULT_LINE.format(wrd=1806, err=err))
+
+
+def test_epoch_times_error_rates_and_table(tmp_path):
+    fake_run(tmp_path / "a", {"dev_synth": {"cer": 10.0, "wer": 40.0}, "test_synth": {"cer": 12.5, "wer": 45.0}})
+    fake_run(tmp_path / "b", {"dev_synth": {"cer": 14.0, "wer": 44.0}, "test_synth": {"cer": 13.5, "wer": 47.0}})
+    assert compare.epoch_seconds(tmp_path / "a" / "train.log") == pytest.approx([264.93, 59.27])  # valid excluded
+    assert compare.error_rates(tmp_path / "a") == {"dev_synth": {"cer": 10.0, "wer": 40.0},
+                                                   "test_synth": {"cer": 12.5, "wer": 45.0}}
+    assert compare.finished(tmp_path / "a") and not compare.finished(tmp_path / "missing")
+    runs = [compare.Run("mh_ssm", s, d, compare.epoch_seconds(tmp_path / d / "train.log"),
+                        compare.error_rates(tmp_path / d)) for s, d in ((0, "a"), (1, "b"))]
+    text = compare.table(runs, {"mh_ssm": 1_067_263}, [0, 1])
+    lines = text.splitlines()
+    assert lines[0] == "| family | parameters | s / epoch | dev_synth CER % | dev_synth WER % | test_synth CER % | test_synth WER % |"
+    # mean ± half the range: epochs (264.93, 59.27) twice; dev CER 10, 14; WER 40, 44; test 12.5, 13.5; 45, 47
+    assert lines[2] == "| mh_ssm | 1.067 M | 162 ± 103 | 12.0 ± 2.0 | 42.0 ± 2.0 | 13.0 ± 0.5 | 46.0 ± 1.0 |"
+
+
+def test_only_scored_runs_count_as_finished(tmp_path):
+    fake_run(tmp_path / "a", {"dev_synth": {"cer": 10.0, "wer": 40.0}, "test_synth": {"cer": 12.5}})
+    assert not compare.finished(tmp_path / "a")  # test_synth has no WER yet
+
+
+def test_error_rates_only_of_the_comparison_decoding(tmp_path):
+    fake_run(tmp_path / "a", {"dev_synth": {"cer": 10.0, "wer": 40.0}})
+    other = tmp_path / "a" / "decode_asr_demo_lm_asr_model_valid.loss.ave" / "test_synth" / "score_cer"
+    other.mkdir(parents=True)  # decoded with the LM: not part of the comparison
+    (other / "result.txt").write_text(RESULT_LINE.format(wrd=1806, err=5.0))
+    assert compare.error_rates(tmp_path / "a") == {"dev_synth": {"cer": 10.0, "wer": 40.0}}
+
+
+def test_unknown_family_is_refused(capsys):
+    with pytest.raises(SystemExit, match="unknown.*transformer"):
+        compare.main(["--families", "conformer,transformer", "--params-only"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_quick_mode_end_to_end(tmp_path):
+    """--quick through demo.sh for two families: a table row each with every decoded set."""
+    proc = subprocess.run(
+        [str(REPO / "benchmarks" / "compare_encoders.sh"), "--quick", "--families", "conformer,mh_ssm",
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=3600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "work" / "compare_encoders.md").read_text()
+    assert table in proc.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| family")]
+    assert [r.split(" | ")[0] for r in rows] == ["| conformer", "| mh_ssm"]
+    header = table.splitlines()[0]
+    sets = re.findall(r"(\w+) CER %", header)
+    assert sets[0] == "dev_synth" and "test_synth" in sets
+    for row in rows:
+        cells = row.strip("| ").split(" | ")
+        assert len(cells) == 3 + 2 * len(sets)
+        assert all(float(c) >= 0 for c in cells[2:])  # one seed: plain numbers
