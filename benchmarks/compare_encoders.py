@@ -19,10 +19,10 @@ is demo.sh's. The work goes to a copy of the recipe directory made of symbolic l
 (``--workdir``), so that its data/, dump/ and exp/ do not touch the recipe's own; a finished run
 (scored dev and test) is not trained again, so an interrupted comparison resumes.
 
-Prints the parameter counts, then a Markdown table: family, parameters, seconds per training
-epoch (wall clock, mean over epochs and seeds), and CER / WER of every decoded set as mean ±
-spread over the seeds, where the spread is half the range (every seed lies within mean ±
-spread). The table is also written to ``<workdir>/compare_encoders.md``.
+Prints the parameter counts and progress on stderr, then on stdout a Markdown table: family,
+parameters, seconds per training epoch (wall clock, mean over epochs and seeds), and CER / WER
+of every decoded set as mean ± spread over the seeds, where the spread is half the range (every
+seed lies within mean ± spread). The table is also written to ``<workdir>/compare_encoders.md``.
 
 Usage::
 
@@ -196,17 +196,22 @@ def finished(asr_exp: Path) -> bool:
     return len([s for s, r in rates.items() if {"cer", "wer"} <= set(r)]) >= 2
 
 
+def note(text: str, stream=sys.stderr) -> None:
+    """Progress and parameter counts (on stderr, so that stdout is the table alone)."""
+    print(text, file=stream, flush=True)
+
+
 def demo(workdir: Path, log: Path, *options: str) -> None:
     """``./demo.sh <options>`` in ``workdir``, output to ``log``; stops naming the log on failure."""
     cmd = ["./demo.sh", *options]
     start = time.time()
-    print(f"  $ {shlex.join(cmd)}   (log: {log})", flush=True)
+    note(f"  $ {shlex.join(cmd)}   (log: {log})")
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise SystemExit(f"demo.sh failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
-    print(f"    done in {time.time() - start:.0f} s", flush=True)
+    note(f"    done in {time.time() - start:.0f} s")
 
 
 def mean_spread(values: Sequence[float], fmt: str) -> str:
@@ -268,8 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     counts = parameter_counts(list(dict.fromkeys([REFERENCE, *families])))
     reference = counts[REFERENCE]
-    print(f"Parameters (with a 31-token list):")
-    print("\n".join(parameter_lines(counts, reference)))
+    note("Parameters (with a 31-token list):\n" + "\n".join(parameter_lines(counts, reference)),
+         sys.stdout if args.params_only else sys.stderr)
     bad = unequal_counts(counts, reference)
     if bad:
         raise SystemExit(f"parameter counts differ by more than {TOLERANCE:.0%}:\n  " + "\n  ".join(bad))
@@ -284,13 +289,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         common += ["--sizes", quick_sizes()]
     runs = [Run(f, s, f"compare_{f}_seed{s}_ep{epochs}") for f in families for s in seeds]
     if not args.table_only:
-        print(f"Data preparation in {workdir}")
+        note(f"Data preparation in {workdir}")
         demo(workdir, logs / "prepare.log", "--stop_stage", "10", "--asr_config", FAMILIES[families[0]], *common)
         for run in runs:
             if finished(workdir / "exp" / f"asr_{run.tag}"):
-                print(f"{run.tag}: finished before, kept")
+                note(f"{run.tag}: finished before, kept")
                 continue
-            print(f"{run.family}, seed {run.seed}, {epochs} epoch(s)")
+            note(f"{run.family}, seed {run.seed}, {epochs} epoch(s)")
             demo(workdir, logs / f"{run.tag}.log", "--stage", "11", "--stop_stage", "13",
                  "--asr_config", FAMILIES[run.family], "--asr_tag", run.tag,
                  "--asr_args", f"--seed {run.seed} --max_epoch {epochs}",
@@ -299,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for run in runs:
         asr_exp = workdir / "exp" / f"asr_{run.tag}"
         if not finished(asr_exp):
-            print(f"{run.tag}: not finished ({asr_exp}), left out of the table")
+            note(f"{run.tag}: not finished ({asr_exp}), left out of the table")
             continue
         run.epochs, run.rates = epoch_seconds(asr_exp / "train.log"), error_rates(asr_exp)
         done.append(run)
@@ -310,7 +315,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         counts = parameter_counts(families, tokens)
     text = table(done, counts, seeds)
     (workdir / "compare_encoders.md").write_text(text + "\n")
-    print()
     print(text)
 
 
