@@ -168,11 +168,17 @@ def subset(src: PathLike, dst: PathLike, keep: Iterable[str]) -> int:
 def combine(dst: PathLike, srcs: Sequence[PathLike]) -> int:
     """Concatenate data directories into ``dst`` (Kaldi's ``combine_data.sh``).
 
-    A table is kept only when every source has it. Duplicate utterance ids are an error.
+    A table is kept only when every source has it, except ``utt2uniq``: when some sources
+    have it, the others' utterances map to themselves (as in Kaldi, so that the speed-perturbed
+    copies of stage 2 keep their source next to the unperturbed set). Duplicate utterance ids
+    are an error.
     """
     if not srcs:
         raise DataDirError("combine: no source directories given")
     loaded = [load_data_dir(s) for s in srcs]
+    if any("utt2uniq" in t for t in loaded):
+        for t in loaded:
+            t.setdefault("utt2uniq", {u: u for u in t["utt2spk"]})
     names = set.intersection(*(set(t) for t in loaded))
     out: Dict[str, Dict[str, str]] = {n: {} for n in names}
     problems = []
