@@ -49,8 +49,7 @@ def make_corpus(root: Path, rng: np.random.Generator, part: str = "dev-clean") -
 
 
 @pytest.fixture
-def corpus(tmp_path: Path):
-    rng = np.random.default_rng()
+def corpus(tmp_path: Path, rng: np.random.Generator):
     texts = make_corpus(tmp_path / "corpus", rng)
     return tmp_path / "corpus" / "LibriSpeech" / "dev-clean", texts
 
@@ -200,8 +199,7 @@ def test_check_keys_names_missing_and_extra(tmp_path):
 
 
 # ----------------------------------------------------------------------------- stages 2-5
-def test_format_wav_resamples_reuses_and_reads_pipes(tmp_path):
-    rng = np.random.default_rng()
+def test_format_wav_resamples_reuses_and_reads_pipes(tmp_path, rng):
     n8 = write_flac(tmp_path / "a8k.flac", 0.5, rng, fs=8000)
     n16 = write_flac(tmp_path / "b16k.flac", 0.3, rng)
     scp = tmp_path / "wav.scp"
@@ -225,8 +223,7 @@ def test_format_wav_resamples_reuses_and_reads_pipes(tmp_path):
         format_wav.format_scp(scp, tmp_path / "out2", 16000)
 
 
-def test_speed_perturbation_changes_length_by_the_factor(tmp_path):
-    rng = np.random.default_rng()
+def test_speed_perturbation_changes_length_by_the_factor(tmp_path, rng):
     n = write_flac(tmp_path / "x" / "s1-u1.flac", 1.0, rng)
     src = tmp_path / "src"
     datadir.write_data_dir(src, {

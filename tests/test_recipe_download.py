@@ -70,8 +70,8 @@ def make_archive(path: Path, part: str, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def test_verify_checks_size_then_checksum(tmp_path):
-    data = np.random.default_rng().bytes(5000)
+def test_verify_checks_size_then_checksum(tmp_path, rng):
+    data = rng.bytes(5000)
     f = tmp_path / "a.tar.gz"
     f.write_bytes(data)
     download.verify(f, len(data), hashlib.sha256(data).hexdigest())
@@ -82,8 +82,8 @@ def test_verify_checks_size_then_checksum(tmp_path):
 
 
 @pytest.mark.parametrize("honour_range", [True, False])
-def test_fetch_resumes_a_partial_download(tmp_path, honour_range):
-    data = np.random.default_rng().bytes(3_000_000)
+def test_fetch_resumes_a_partial_download(tmp_path, honour_range, rng):
+    data = rng.bytes(3_000_000)
     (tmp_path / "srv").mkdir()
     (tmp_path / "srv" / "x.tar.gz").write_bytes(data)
     dest = tmp_path / "dl" / "x.tar.gz"
@@ -99,8 +99,7 @@ def test_fetch_resumes_a_partial_download(tmp_path, honour_range):
     assert dest.read_bytes() == data and not dest.with_name("x.tar.gz.part").exists()
 
 
-def test_download_part_unpacks_and_rejects_bad_archives(tmp_path, monkeypatch):
-    rng = np.random.default_rng()
+def test_download_part_unpacks_and_rejects_bad_archives(tmp_path, monkeypatch, rng):
     (tmp_path / "srv").mkdir()
     good = make_archive(tmp_path / "srv" / "dev-clean.tar.gz", "dev-clean", rng)
     monkeypatch.setitem(download.PARTS, "dev-clean", (len(good), hashlib.sha256(good).hexdigest()))

@@ -47,8 +47,7 @@ def random_pair(rng: np.random.Generator) -> Tuple[List[str], List[str]]:
     return ref, hyp
 
 
-def test_alignment_is_a_minimum_edit_script():
-    rng = np.random.default_rng()
+def test_alignment_is_a_minimum_edit_script(rng):
     for _ in range(300):
         ref, hyp = random_pair(rng)
         c, ops = score.align(ref, hyp)
@@ -79,8 +78,7 @@ def sum_avg(result_txt: Path) -> List[float]:
     return [float(x) for x in line.replace("|", " ").split()[1:]]
 
 
-def test_result_txt_totals_match_independent_counts(tmp_path):
-    rng = np.random.default_rng()
+def test_result_txt_totals_match_independent_counts(tmp_path, rng):
     refs, hyps, spk = _write_texts(tmp_path, rng)
     score.score(tmp_path / "ref", tmp_path / "hyp", tmp_path / "utt2spk", tmp_path, ["word", "char"], scorer="python")
     for kind, split in (("wer", str.split), ("cer", lambda s: list(s.replace(" ", "_")))):
@@ -99,9 +97,8 @@ def test_result_txt_totals_match_independent_counts(tmp_path):
         assert re.search(rf"^\| {s} +\|", text, re.M), f"no row for speaker {s}"
 
 
-def test_results_md_matches_espnet_pipeline(tmp_path):
+def test_results_md_matches_espnet_pipeline(tmp_path, rng):
     """RESULTS.md has show_asr_result.sh's layout, and each row is what its sed/tr pipeline makes."""
-    rng = np.random.default_rng()
     _write_texts(tmp_path, rng)
     exp = tmp_path / "exp" / "asr_x"
     for test_set in ("test_b", "test_a"):
@@ -132,8 +129,7 @@ def _log_line(t: datetime.datetime, msg: str) -> str:
     return f"{t.strftime('%Y-%m-%d %H:%M:%S')},{t.microsecond // 1000:03d} (asr_inference:1) INFO: {msg}\n"
 
 
-def test_rtf_from_decoding_logs(tmp_path):
-    rng = np.random.default_rng()
+def test_rtf_from_decoding_logs(tmp_path, rng):
     t = datetime.datetime(2026, 1, 2, 3, 4, 5)
     audio = decode = 0.0
     n = 0
