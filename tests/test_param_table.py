@@ -90,9 +90,9 @@ def test_table_rows_are_espnet_built_tiny_twins(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_paper_size_table_rows_are_espnet_built_models(tmp_path):
-    """The table as the README prints it (``--params-only``, every config of the script):
-    each row is ESPnet's build of the named YAML; the Conformer row is ESPnet's published
-    116.15 M."""
+    """The paper-size table for every config the script knows (the README's rows, printed by
+    ``--params-only``, and e_branchformer): each row is ESPnet's build of the named YAML; the
+    Conformer row is ESPnet's published 116.15 M."""
     bench = load_bench()
     table = bench.parameter_table(list(bench.CONFIGS))
     assert check_table(table, tmp_path) == list(bench.CONFIGS)
