@@ -222,21 +222,23 @@ def mean_spread(values: Sequence[float], fmt: str) -> str:
     return format(m, fmt) if len(values) == 1 else f"{m:{fmt}} ± {(max(values) - min(values)) / 2:{fmt}}"
 
 
-def table(runs: Sequence[Run], counts: Dict[str, int], seeds: Sequence[int]) -> str:
+def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
+    """The Markdown table of finished runs (each family's row over its seeds)."""
     sets = sorted({s for r in runs for s in r.rates}, key=lambda s: (not s.startswith("dev"), s))
     head = "| family | parameters | s / epoch | " + " | ".join(f"{s} CER % | {s} WER %" for s in sets) + " |"
     lines = [head, "|---|---:|---:|" + "---:|---:|" * len(sets)]
     for family in dict.fromkeys(r.family for r in runs):
         mine = [r for r in runs if r.family == family]
         cells = [family, f"{counts[family] / 1e6:.3f} M",
-                 mean_spread([t for r in mine for t in r.epochs], ".0f")]
+                 mean_spread([statistics.fmean(r.epochs) for r in mine], ".0f")]
         for s in sets:
             for unit in ("cer", "wer"):
                 cells.append(mean_spread([r.rates[s][unit] for r in mine if unit in r.rates.get(s, {})], ".1f"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Greedy CTC (beam 1), no LM; seeds {', '.join(map(str, seeds))}; mean ± half the range over "
-                 "the seeds; seconds per epoch: wall clock of the training part of each epoch.")
+    seeds = ", ".join(str(s) for s in sorted({r.seed for r in runs}))
+    lines.append(f"Greedy CTC (beam 1), no LM; seeds {seeds}; mean ± half the range over the seeds; seconds "
+                 "per epoch: wall clock of the training part of an epoch (each seed's mean over its epochs).")
     return "\n".join(lines)
 
 
@@ -313,7 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:  # the counts of the models as trained
         tokens = trained_token_list(workdir / "exp" / f"asr_{done[0].tag}", Path(tmp) / "tokens.txt")
         counts = parameter_counts(families, tokens)
-    text = table(done, counts, seeds)
+    text = table(done, counts)
     (workdir / "compare_encoders.md").write_text(text + "\n")
     print(text)
 

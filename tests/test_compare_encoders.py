@@ -79,10 +79,10 @@ TRAIN_LOG = """\
 """
 
 
-def fake_run(exp: Path, rates: dict) -> None:
+def fake_run(exp: Path, rates: dict, train_log: str = TRAIN_LOG) -> None:
     """An experiment directory as stages 11-13 leave it: train.log and scored result.txt files."""
     exp.mkdir(parents=True)
-    (exp / "train.log").write_text(TRAIN_LOG)
+    (exp / "train.log").write_text(train_log)
     for dset, by_unit in rates.items():
         for unit, err in by_unit.items():
             sub = "org/" + dset if dset.startswith("dev") else dset  # where asr.sh puts the valid set's
@@ -93,18 +93,21 @@ def fake_run(exp: Path, rates: dict) -> None:
 
 def test_epoch_times_error_rates_and_table(tmp_path):
     fake_run(tmp_path / "a", {"dev_synth": {"cer": 10.0, "wer": 40.0}, "test_synth": {"cer": 12.5, "wer": 45.0}})
-    fake_run(tmp_path / "b", {"dev_synth": {"cer": 14.0, "wer": 44.0}, "test_synth": {"cer": 13.5, "wer": 47.0}})
+    fake_run(tmp_path / "b", {"dev_synth": {"cer": 14.0, "wer": 44.0}, "test_synth": {"cer": 13.5, "wer": 47.0}},
+             TRAIN_LOG.replace("59.27 seconds", "1 minute and 35.27 seconds"))  # epochs 264.93, 95.27
     assert compare.epoch_seconds(tmp_path / "a" / "train.log") == pytest.approx([264.93, 59.27])  # valid excluded
     assert compare.error_rates(tmp_path / "a") == {"dev_synth": {"cer": 10.0, "wer": 40.0},
                                                    "test_synth": {"cer": 12.5, "wer": 45.0}}
     assert compare.finished(tmp_path / "a") and not compare.finished(tmp_path / "missing")
     runs = [compare.Run("mh_ssm", s, d, compare.epoch_seconds(tmp_path / d / "train.log"),
                         compare.error_rates(tmp_path / d)) for s, d in ((0, "a"), (1, "b"))]
-    text = compare.table(runs, {"mh_ssm": 1_067_263}, [0, 1])
+    text = compare.table(runs, {"mh_ssm": 1_067_263})
     lines = text.splitlines()
     assert lines[0] == "| family | parameters | s / epoch | dev_synth CER % | dev_synth WER % | test_synth CER % | test_synth WER % |"
-    # mean ± half the range: epochs (264.93, 59.27) twice; dev CER 10, 14; WER 40, 44; test 12.5, 13.5; 45, 47
-    assert lines[2] == "| mh_ssm | 1.067 M | 162 ± 103 | 12.0 ± 2.0 | 42.0 ± 2.0 | 13.0 ± 0.5 | 46.0 ± 1.0 |"
+    # mean ± half the range over the seeds: epoch means 162.1 and 180.1; dev CER 10, 14; WER 40, 44;
+    # test 12.5, 13.5; 45, 47
+    assert lines[2] == "| mh_ssm | 1.067 M | 171 ± 9 | 12.0 ± 2.0 | 42.0 ± 2.0 | 13.0 ± 0.5 | 46.0 ± 1.0 |"
+    assert "seeds 0, 1;" in lines[4]
 
 
 def test_only_scored_runs_count_as_finished(tmp_path):
