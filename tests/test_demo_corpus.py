@@ -109,6 +109,16 @@ def test_fortune_documents_split_sentences_and_drop_attribution(tmp_path):
     ]
 
 
+def test_stats_table_counts(tmp_path):
+    write_wordnet(tmp_path / "wn", {"00000001": ["the cat sat on the mat", "a cat sat on a dog"],
+                                    "00000002": ["the dog barked at the moon"]})
+    # one cookie per file, the same in each: a repeated sentence counts once
+    write_fortunes(tmp_path / "fo", {})
+    lines = text_corpus.stats_table(tmp_path / "wn", tmp_path / "fo").splitlines()
+    assert lines[2].split(" | ")[2:] == ["2", "3", "18", "10 |"]
+    assert lines[3].split(" | ")[2:] == ["1", "1", "6", "6 |"]
+
+
 def test_missing_source_names_its_debian_package(tmp_path):
     with pytest.raises(FileNotFoundError, match="Debian package wordnet-base"):
         text_corpus.wordnet_documents(tmp_path / "nowhere")

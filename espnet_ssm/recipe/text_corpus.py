@@ -205,3 +205,27 @@ def split_texts(
         other = _shuffled([d for d in other if d.sentences], np.random.default_rng([seed, 11]))
         texts[other_source_part] = _take(other, sizes[other_source_part], f"part {other_source_part}", "fortunes")
     return {p: texts[p] for p in sizes}, lm
+
+
+def stats_table(wordnet_dir: Path = WORDNET_DIR, fortunes_dir: Path = FORTUNES_DIR) -> str:
+    """Markdown: documents, sentences, words and distinct words of each source after normalisation."""
+    rows = [
+        "| source | Debian package (licence) | documents | sentences | words | distinct words |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, name, licence, docs in (
+        ("wordnet", "WordNet 3.0 example sentences", "WordNet 3.0", wordnet_documents(wordnet_dir)),
+        ("fortunes", "fortune cookies (prose files)", "BSD", fortune_documents(fortunes_dir)),
+    ):
+        words = [w for d in docs for s in d.sentences for w in s.split()]
+        rows.append(f"| {name} | `{PACKAGES[source]}` ({licence}) | {len(docs)} | "
+                    f"{sum(len(d.sentences) for d in docs)} | {len(words)} | {len(set(words))} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    # python espnet_ssm/recipe/text_corpus.py: the sources' sizes after normalisation
+    try:
+        print(stats_table())
+    except FileNotFoundError as e:
+        raise SystemExit(f"text_corpus: {e}")
