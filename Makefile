@@ -11,6 +11,8 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps test test-all demo bench figures freeze clean
 
 setup: system-deps $(STAMP)
+	@# the compiled CPU selective scan (optional: without a compiler the PyTorch scan is used)
+	@$(PY) espnet_ssm/ops/selective_scan_cpu.py
 
 system-deps:
 	@bash tools/system_deps.sh
@@ -20,7 +22,7 @@ $(STAMP): constraints.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt \
 		torch==2.11.0 torchaudio==2.11.0 espnet==202511 \
-		sentencepiece jiwer pyyaml soundfile tensorboard matplotlib pytest
+		sentencepiece jiwer pyyaml soundfile tensorboard matplotlib pytest ninja
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = ("scan", "indexed", "memory", "s4d", "step", "short")
+TABLES = ("scan", "projections", "indexed", "memory", "s4d", "step", "short")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -137,7 +137,7 @@ def worker(spec: Dict) -> Dict:
             loop = loop_scan if spec["impl"] == "loop" else indexed_loop_scan
             run = lambda: loop(u, torch.nn.functional.softplus(delta + bias[:, None]), A, B, C)  # noqa: E731
         else:
-            backend = "torch" if spec["impl"] == "ours" else "mamba_ssm"
+            backend = {"ours": "auto", "torch": "torch", "fused": "mamba_ssm"}[spec["impl"]]
             run = lambda: ops.selective_scan(  # noqa: E731
                 u, delta, A, B, C, delta_bias=bias, delta_softplus=True, backend=backend
             )
@@ -148,6 +148,20 @@ def worker(spec: Dict) -> Dict:
             else:
                 with torch.no_grad():
                     run()
+
+        return _measure(call, device, spec["repeats"])
+    if kind == "projections":
+        # the matrix products of one Mamba layer of width d_model (d_inner = 2 d_model)
+        from espnet_ssm.layers.mamba import MambaMixer
+
+        layer = MambaMixer(spec["d_model"], d_state=spec["N"]).to(device)
+        x = torch.randn(spec["batch"], spec["L"], spec["d_model"], device=device, requires_grad=True)
+
+        def call():
+            h, z = layer.in_proj(x).chunk(2, dim=-1)
+            delta, B, C = layer._ssm_inputs(h)
+            out = layer.out_proj(h * z)
+            (out.sum() + delta.sum() + B.sum() + C.sum()).backward()
 
         return _measure(call, device, spec["repeats"])
     if kind == "s4d_conv":
@@ -226,30 +240,38 @@ def fmt(x: Optional[float], scale: float = 1.0, digits: int = 3) -> str:
 def scan_table(
     device: str, sizes: List[int], loop_max_L: int, repeats: int, threads: int
 ) -> Dict[int, Optional[Dict]]:
-    """The main selective-scan table; returns our measurements by L."""
+    """The main selective-scan table: what a user gets (on CPU the compiled kernel when it
+    could be built), the chunked PyTorch scan, and the per-frame loop; returns ours by L."""
     b, d, N = 2, 1024, 16
+    backend = _default_backend(device)
     print(f"\n### Selective scan, forward + backward ({device}; batch {b}, d {d}, N {N}, float32)\n")
-    print("| L | ours: time (s) | ours: peak memory (MB) | loop: time (s) | loop: peak memory (MB) | speed-up |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"Default path on {device}: {backend}.\n")
+    print(
+        "| L | default path: time (s) | peak memory (MB) | PyTorch scan: time (s) | per-frame loop: time (s) "
+        "| default vs loop | PyTorch scan vs loop |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     base = dict(kind="scan", device=device, batch=b, d=d, N=N, mode="fwd_bwd", threads=threads)
-    ours, loop_at = {}, {}
+    ours, torch_at, loop_at = {}, {}, {}
     for L in sizes:
         ours[L] = run_worker(dict(base, L=L, impl="ours", repeats=repeats))
+        torch_at[L] = run_worker(dict(base, L=L, impl="torch", repeats=repeats)) if backend != "PyTorch scan" else ours[L]
         if L <= loop_max_L:
             loop_at[L] = run_worker(dict(base, L=L, impl="loop", repeats=1))
     measured = max(loop_at) if loop_at else None
     for L in sizes:
-        o = ours[L] or {}
+        o, t = ours[L] or {}, torch_at[L] or {}
         if L in loop_at and loop_at[L]:
-            lt, lm, note = loop_at[L]["time_s"], loop_at[L]["peak_mb"], ""
+            lt, note = loop_at[L]["time_s"], ""
         elif measured and loop_at[measured]:
-            lt, lm, note = loop_at[measured]["time_s"] * L / measured, None, f" (extrapolated from L={measured})"
+            lt, note = loop_at[measured]["time_s"] * L / measured, f" (extrapolated from L={measured})"
         else:
-            lt, lm, note = None, None, ""
+            lt, note = None, ""
         speed = None if (lt is None or not o) else lt / o["time_s"]
+        speed_t = None if (lt is None or not t) else lt / t["time_s"]
         print(
-            f"| {L} | {fmt(o.get('time_s'))} | {fmt(o.get('peak_mb'), digits=4)} | {fmt(lt)}{note} | "
-            f"{fmt(lm, digits=4)} | {fmt(speed, digits=3)}× |"
+            f"| {L} | {fmt(o.get('time_s'))} | {fmt(o.get('peak_mb'), digits=4)} | {fmt(t.get('time_s'))} | "
+            f"{fmt(lt)}{note} | {fmt(speed)}× | {fmt(speed_t)}× |"
         )
     lo, hi = min(sizes), max(sizes)
     if ours.get(lo) and ours.get(hi):
@@ -258,98 +280,42 @@ def scan_table(
     return ours
 
 
-def memory_table(device: str, cases: List[tuple], threads: int) -> None:
-    b, d = 2, 1024
-    print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, float32)\n")
+def scan_vs_projections_table(device: str, L: int, loop_L: int, repeats: int, threads: int) -> None:
+    """Speech-Mamba's layer (d_model 512, d_inner 1024) at N = 16 and N = 256: the scan per
+    frame next to the layer's own matrix products per frame, forward + backward."""
+    b, d_model = 2, 512
+    d = 2 * d_model
+    backend = _default_backend(device)
     print(
-        "| L | N | all states b·d·N·L (MB) | one chunk of states T·b·d·N (MB) "
-        "| peak memory growth during the call (MB) | growth / (b·d·L·4 bytes) |"
+        f"\n### Selective scan vs the Mamba layer's projections, per frame ({device}; forward + backward, "
+        f"batch {b}, L {L}, d_model {d_model}, d_inner {d}, float32; default path: {backend})\n"
+    )
+    print(
+        "| N | scan (µs/frame) | projections (µs/frame) | scan / projections "
+        f"| per-frame loop (µs/frame, L {loop_L}) | scan vs loop |"
     )
     print("|---:|---:|---:|---:|---:|---:|")
-    for L, N in cases:
-        # memory only: one call, no timed repeats
-        spec = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours")
-        r = run_worker(dict(spec, repeats=0, threads=threads))
-        mb = 4 / 2**20
-        chunk = _auto_chunk(b * d * N)
-        growth = r and r["peak_mb"]
-        per_io = None if growth is None else growth / (b * d * L * mb)
-        states, one_chunk = b * d * N * L * mb, chunk * b * d * N * mb
-        print(f"| {L} | {N} | {states:.0f} | {one_chunk:.1f} | {fmt(growth, digits=4)} | {fmt(per_io)} |")
-
-
-def indexed_loop_table(
-    device: str, sizes: List[int], threads: int, ours_at: Dict[int, Optional[Dict]]
-) -> None:
-    """The indexed loop at small L; at the longer L of ``ours_at`` (our scan-table times) its
-    time is extrapolated linearly from the longest measured L, which understates it (its
-    backward pass is quadratic in L)."""
-    b, d, N = 2, 1024, 16
-    print(f"\n### Indexed reference loop, forward + backward ({device}; batch {b}, d {d}, N {N})\n")
-    print("| L | indexed loop: time (s) | indexed loop: peak memory (MB) | ours: time (s) | speed-up |")
-    print("|---:|---:|---:|---:|---:|")
-    for L in sizes:
-        base = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_bwd", threads=threads, repeats=1)
-        loop, ours = run_worker(dict(base, impl="indexed_loop")), run_worker(dict(base, impl="ours"))
-        speed = None if not (loop and ours) else loop["time_s"] / ours["time_s"]
-        loop_t, loop_m = fmt(loop and loop["time_s"]), fmt(loop and loop["peak_mb"], digits=4)
-        print(f"| {L} | {loop_t} | {loop_m} | {fmt(ours and ours['time_s'])} | {fmt(speed)}× |")
-        last = (L, loop)
-    L0, loop = last
-    for L in sorted(x for x in ours_at if x > L0):
-        if loop and ours_at[L]:
-            t = loop["time_s"] * L / L0
-            speed = fmt(t / ours_at[L]["time_s"])
-            print(
-                f"| {L} | {fmt(t)} (extrapolated linearly from L={L0}: a lower bound) | n/a | "
-                f"{fmt(ours_at[L]['time_s'])} | ≥ {speed}× |"
-            )
-
-
-def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
-    H, N, b = 512, 64, 1
-    print(f"\n### S4D kernel + FFT convolution ({device}; batch {b}, H {H}, N {N} complex modes, float32)\n")
-    print("| L | kernel (ms) | FFT conv (ms) | total (ms) | total per frame (µs) | peak memory (MB) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    totals = {}
-    for L in sizes:
-        r = run_worker(dict(kind="s4d_conv", device=device, H=H, N=N, L=L, batch=b, repeats=repeats, threads=threads))
-        if r is None:
-            print(f"| {L} | n/a | n/a | n/a | n/a | n/a |")
-            continue
-        totals[L] = r["kernel_s"] + r["conv_s"]
-        print(
-            f"| {L} | {fmt(r['kernel_s'], 1e3)} | {fmt(r['conv_s'], 1e3)} | {fmt(totals[L], 1e3)} | "
-            f"{fmt(totals[L] / L, 1e6)} | {fmt(r['peak_mb'], digits=4)} |"
+    for N in (16, 256):
+        base = dict(kind="scan", device=device, batch=b, d=d, N=N, mode="fwd_bwd", threads=threads)
+        scan = run_worker(dict(base, L=L, impl="ours", repeats=repeats))
+        loop = run_worker(dict(base, L=loop_L, impl="loop", repeats=1))
+        proj = run_worker(
+            dict(kind="projections", device=device, batch=b, d_model=d_model, N=N, L=L, threads=threads,
+                 repeats=repeats)
         )
-    lo, hi = min(sizes), max(sizes)
-    if lo in totals and hi in totals:
-        ratio = totals[hi] / totals[lo]
-        print(f"\nScaling: total(L={hi}) / total(L={lo}) = {ratio:.1f} for a {hi // lo}× longer sequence.")
+        per = lambda r, n: None if not r else r["time_s"] / (b * n) * 1e6  # noqa: E731
+        s_us, p_us, l_us = per(scan, L), per(proj, L), per(loop, loop_L)
+        ratio = None if s_us is None or p_us is None else s_us / p_us
+        speed = None if s_us is None or l_us is None else l_us / s_us
+        print(f"| {N} | {fmt(s_us)} | {fmt(p_us)} | {fmt(ratio)} | {fmt(l_us)} | {fmt(speed)}× |")
 
 
-def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
-    print(f"\n### Step (streaming) mode, cost per frame ({device}; batch 1, no grad)\n")
-    print("| layer | config | µs / frame |")
-    print("|---|---|---:|")
-    for layer, d_model, N in (("S4D", 512, 64), ("MambaMixer", 256, 16), ("MambaMixer", 512, 256)):
-        spec = dict(kind="step", device=device, layer=layer, d_model=d_model, N=N, batch=1, frames=frames)
-        r = run_worker(dict(spec, repeats=repeats, threads=threads))
-        print(f"| {layer} | d_model {d_model}, N {N} | {fmt(r and r['per_frame_s'], 1e6)} |")
-
-
-def short_chunk_table(device: str, repeats: int, threads: int) -> None:
-    H, N = 512, 32
-    print(f"\n### S4D on streaming chunks: closed form vs frame loop ({device}; batch 1, H {H}, "
-          f"N {N} complex modes, caches warm)\n")
-    print("| frames per chunk | frame loop (µs) | closed form (µs) | loop / closed |")
-    print("|---:|---:|---:|---:|")
-    for frames in (4, 8, 16):
-        r = run_worker(dict(kind="short_chunk", device=device, H=H, N=N, frames=frames,
-                            repeats=repeats, threads=threads))
-        ratio = None if r is None else r["loop_s"] / r["closed_s"]
-        print(f"| {frames} | {fmt(r and r['loop_s'], 1e6, 4)} | {fmt(r and r['closed_s'], 1e6, 4)} | "
-              f"{fmt(ratio)} |")
+def _default_backend(device: str) -> str:
+    if device != "cpu":
+        return "mamba_ssm's fused kernel when installed, else the PyTorch scan"
+    _import_ops()
+    kernel = importlib.import_module("espnet_ssm.ops.selective_scan_cpu").kernel()
+    return "compiled CPU kernel" if kernel is not None else "PyTorch scan"
 
 
 def fused_table(sizes: List[int], repeats: int) -> None:
@@ -388,9 +354,11 @@ def main(argv=None) -> None:
     threads = args.threads or torch.get_num_threads()
     if args.quick:
         scan_sizes, loop_max, indexed_sizes, frames, repeats = [256, 1024], 1024, [64, 128], 50, 1
+        proj_L, proj_loop_L = 256, 128
         mem_cases, s4d_sizes = [(256, 16), (1024, 16), (1024, 64)], [1024, 4096]
     else:
         scan_sizes, loop_max, indexed_sizes, frames, repeats = [1024, 4096, 16384], 4096, [128, 256], 500, args.repeats
+        proj_L, proj_loop_L = 4096, 512
         mem_cases = [(1024, 16), (4096, 16), (16384, 16), (65536, 16), (16384, 64), (16384, 256)]
         s4d_sizes = [1024, 4096, 16384, 65536]
     tables = set(args.tables.split(","))
@@ -405,6 +373,8 @@ def main(argv=None) -> None:
         ours_at = {}
         if "scan" in tables:
             ours_at = scan_table(device, scan_sizes, loop_max, repeats, n_threads)
+        if "projections" in tables:
+            scan_vs_projections_table(device, proj_L, proj_loop_L, repeats, n_threads)
         if "indexed" in tables and device == "cpu":
             indexed_loop_table(device, indexed_sizes, n_threads, ours_at)
         if "memory" in tables:

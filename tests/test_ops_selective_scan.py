@@ -5,6 +5,7 @@ Relative error = max|got - want| / max|want|: <= 1e-10 in float64, <= 1e-4 in fl
 import importlib
 import importlib.util
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_scan_matches_loop(dtype, used, groups, softplus):
         if "delta_bias" in inputs:
             inputs["delta_bias"] = inputs["delta_bias"].abs()
     want, want_last = ref_scan(**inputs, delta_softplus=softplus)
-    y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, chunk_size=8)
+    y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, chunk_size=8, backend="torch")
     assert y.dtype == dtype and y.shape == want.shape
     assert rel_err(y, want) <= TOL[dtype]
     assert rel_err(last, want_last) <= TOL[dtype]
@@ -99,9 +100,9 @@ def test_scan_matches_loop(dtype, used, groups, softplus):
 
 def test_result_does_not_depend_on_chunk_size():
     inputs = make_inputs(L=70, groups=2)
-    want = selective_scan(**inputs, delta_softplus=True, chunk_size=1)
+    want = selective_scan(**inputs, delta_softplus=True, chunk_size=1, backend="torch")
     for chunk in (3, 16, 64, 200):
-        assert rel_err(selective_scan(**inputs, delta_softplus=True, chunk_size=chunk), want) <= 1e-12
+        assert rel_err(selective_scan(**inputs, delta_softplus=True, chunk_size=chunk, backend="torch"), want) <= 1e-12
 
 
 def test_huge_decays_split_chunks_and_stay_exact():
@@ -111,7 +112,7 @@ def test_huge_decays_split_chunks_and_stay_exact():
     inputs["delta"][:, :, 17] = 500.0
     inputs["delta"][0, 2, 40:44] = 30.0
     want, want_last = ref_scan(**inputs)
-    y, last = selective_scan(**inputs, return_last_state=True, chunk_size=32)
+    y, last = selective_scan(**inputs, return_last_state=True, chunk_size=32, backend="torch")
     assert torch.isfinite(y).all() and rel_err(y, want) <= 1e-4 and rel_err(last, want_last) <= 1e-4
 
 
@@ -145,6 +146,7 @@ def test_step_equals_scan(groups):
             inputs["z"][..., t],
             inputs["delta_bias"],
             delta_softplus=True,
+            backend="torch",
         )
         ys.append(y_t)
     assert rel_err(torch.stack(ys, -1), full) <= 1e-12
@@ -157,7 +159,7 @@ def test_gradcheck():
     tensors = [inputs[k].requires_grad_() for k in names]
 
     def scan(*xs):
-        return selective_scan(**dict(zip(names, xs)), delta_softplus=True, return_last_state=True, chunk_size=4)
+        return selective_scan(**dict(zip(names, xs)), delta_softplus=True, return_last_state=True, chunk_size=4, backend="torch")
 
     assert torch.autograd.gradcheck(scan, tensors)
 
@@ -181,7 +183,7 @@ def segment_like(monkeypatch, inputs, chunks_per_segment, chunk_size):
         kept.clear()
         with torch.enable_grad():
             selective_scan(**{k: v.clone().requires_grad_() for k, v in inputs.items()},
-                           delta_softplus=True, return_last_state=True, chunk_size=chunk_size)
+                           delta_softplus=True, return_last_state=True, chunk_size=chunk_size, backend="torch")
         if kept and min(kept[-1], n_chunks) == want:
             found = kept.pop()
             return found, kept
@@ -203,7 +205,7 @@ def test_gradients_match_autograd_through_reference(delta_shift, chunks_per_segm
     a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     w, w_last = torch.randn(2, 4, 25, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64)
-    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, chunk_size=8)
+    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, chunk_size=8, backend="torch")
     ((y * w).sum() + (last * w_last).sum()).backward()
     y_ref, last_ref = ref_scan(**b, delta_softplus=True)
     ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
@@ -234,7 +236,7 @@ def numpy_scan(u, delta, A, B, C, D, z, delta_bias, initial_state):
 def test_long_sequence_float32_equals_the_float64_loop():
     inputs = make_inputs(batch=1, d=2, N=2, L=200_000, dtype=torch.float32)
     with torch.no_grad():
-        y, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, chunk_size=256)
+        y, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, chunk_size=256, backend="torch")
     want, want_last = numpy_scan(**inputs)
     assert rel_err(y[0], torch.from_numpy(want)) <= TOL[torch.float32]
     assert rel_err(last[0], torch.from_numpy(want_last)) <= TOL[torch.float32]
@@ -283,3 +285,122 @@ def test_fused_cuda_kernel_matches_torch_path(groups):
     fused, fused_last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="mamba_ssm")
     ours, ours_last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
     assert rel_err(fused, ours) <= 1e-4 and rel_err(fused_last, ours_last) <= 1e-4
+
+
+# --------------------------------------------------------------------------- compiled CPU kernel
+kernel_module = importlib.import_module("espnet_ssm.ops.selective_scan_cpu")
+
+
+@pytest.fixture(scope="module")
+def cpu_kernel():
+    """The compiled kernel; `make setup` builds it, so only a machine without a C++ compiler may
+    skip (a build failure with a compiler present is a test failure)."""
+    import shutil
+
+    if kernel_module.kernel() is None:
+        if shutil.which("c++") is None and shutil.which("g++") is None:
+            pytest.skip("no C++ compiler: the compiled CPU scan cannot be built here")
+        kernel_module.require()  # raises with the build error
+    return kernel_module.kernel()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("used,groups,softplus", CASES)
+def test_cpu_kernel_matches_loop(cpu_kernel, dtype, used, groups, softplus):
+    # L = 150 spans three of the backward's 64-frame segments
+    inputs = pick(make_inputs(groups=groups, dtype=dtype, L=150), used)
+    if not softplus:
+        inputs["delta"] = inputs["delta"].abs()
+        if "delta_bias" in inputs:
+            inputs["delta_bias"] = inputs["delta_bias"].abs()
+    want, want_last = ref_scan(**inputs, delta_softplus=softplus)
+    y, last = selective_scan(**inputs, delta_softplus=softplus, return_last_state=True, backend="cpu")
+    assert y.dtype == dtype and y.shape == want.shape and last.dtype == dtype
+    assert rel_err(y, want) <= TOL[dtype] and rel_err(last, want_last) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("groups,N,L", [(None, 3, 150), (2, 5, 64), (3, 70, 200), (None, 2, 1)])
+def test_cpu_kernel_gradients_match_autograd_through_reference(cpu_kernel, groups, N, L):
+    # N = 70 gives segments of 70 frames; L = 64 exactly one segment; L = 1 a single frame
+    inputs = make_inputs(batch=2, d=6, N=N, L=L, groups=groups)
+    inputs["delta"][:, :, : min(L, 4)] += 30.0  # a few frames that decay the state to ~0
+    a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    w, w_last = torch.randn(2, 6, L, dtype=torch.float64), torch.randn(2, 6, N, dtype=torch.float64)
+    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, backend="cpu")
+    ((y * w).sum() + (last * w_last).sum()).backward()
+    y_ref, last_ref = ref_scan(**b, delta_softplus=True)
+    ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
+    assert rel_err(y, y_ref) <= 1e-10
+    for k in inputs:
+        assert rel_err(a[k].grad, b[k].grad) <= 1e-10, k
+
+
+def test_cpu_kernel_gradcheck(cpu_kernel):
+    inputs = make_inputs(batch=1, d=4, N=2, L=70, groups=2)
+    inputs["delta"] = inputs["delta"] * 0.5
+    names = list(inputs)
+    tensors = [inputs[k].requires_grad_() for k in names]
+
+    def scan(*xs):
+        return selective_scan(**dict(zip(names, xs)), delta_softplus=True, return_last_state=True, backend="cpu")
+
+    assert torch.autograd.gradcheck(scan, tensors)
+
+
+def test_cpu_kernel_equals_pytorch_scan_at_speech_mamba_size(cpu_kernel):
+    # Speech-Mamba's N = 256 with float32 and the threads torch has: the two implementations agree
+    inputs = make_inputs(batch=2, d=32, N=256, L=300, dtype=torch.float32)
+    inputs["A"] = -torch.arange(1, 257, dtype=torch.float32).expand(32, 256).contiguous()
+    inputs["delta_bias"] = torch.full((32,), -3.0)
+    ours = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="cpu")
+    ref = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
+    assert rel_err(ours[0], ref[0]) <= 1e-5 and rel_err(ours[1], ref[1]) <= 1e-5
+
+
+@pytest.mark.parametrize("groups", [None, 2])
+def test_cpu_kernel_step_equals_scan(cpu_kernel, groups):
+    inputs = make_inputs(L=30, groups=groups)
+    full, full_last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
+    state, ys = inputs["initial_state"], []
+    for t in range(30):
+        frame = {k: inputs[k][..., t] for k in ("u", "delta", "B", "C", "z")}
+        y_t, state = selective_scan_step(
+            state, frame["u"], frame["delta"], inputs["A"], frame["B"], frame["C"], inputs["D"], frame["z"],
+            inputs["delta_bias"], delta_softplus=True, backend="cpu",
+        )
+        ys.append(y_t)
+    assert rel_err(torch.stack(ys, -1), full) <= 1e-12 and rel_err(state, full_last) <= 1e-12
+
+
+def test_auto_uses_the_cpu_kernel(cpu_kernel, monkeypatch):
+    calls = []
+    real = scan_module._CompiledScanFn.apply
+    monkeypatch.setattr(scan_module._CompiledScanFn, "apply", lambda *a: calls.append(1) or real(*a))
+    selective_scan(**make_inputs(L=20), delta_softplus=True)
+    assert calls == [1]
+
+
+def test_without_the_kernel_auto_falls_back_and_cpu_backend_names_why(monkeypatch):
+    monkeypatch.setattr(kernel_module, "_load", lambda: (None, "RuntimeError: no compiler found"))
+    inputs = make_inputs(L=40, groups=2)
+    want, _ = ref_scan(**inputs, delta_softplus=True)
+    assert rel_err(selective_scan(**inputs, delta_softplus=True), want) <= 1e-10
+    with pytest.raises(ValueError, match="backend='cpu'.*no compiler found"):
+        selective_scan(**inputs, delta_softplus=True, backend="cpu")
+
+
+def test_failed_build_warns_once_and_returns_none(monkeypatch):
+    def broken():
+        raise OSError("g++: command not found")
+
+    monkeypatch.setattr(kernel_module, "_build", broken)
+    kernel_module._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"unavailable \(OSError: g\+\+: command not found\).*pure-PyTorch scan"):
+            assert kernel_module.kernel() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert kernel_module.kernel() is None  # cached: no second warning
+    finally:
+        kernel_module._load.cache_clear()

@@ -27,8 +27,13 @@ segment plus O(batch·d·N·L/S) saved states (S·batch·d·N ≈ 2M elements, e
 batch·d·N = 32768), and O(batch·d·N·T) for one chunk without autograd: never O(batch·d·N·L).
 
 The scan runs in float32 (float64 for float64 inputs) with autocast disabled; y is returned in
-u's dtype and the last state in the compute dtype (as mamba_ssm does). On CUDA, when the
-optional ``mamba_ssm`` package is importable, the fused kernel is used instead (``backend``).
+u's dtype and the last state in the compute dtype (as mamba_ssm does).
+
+Backends (``backend``): on the CPU, the compiled kernel of :mod:`.selective_scan_cpu` (one fused
+loop per channel, vectorised over the state, parallel over batch x channels; backward by
+recomputing segments of S = max(64, N) frames from saved states) whenever it could be built;
+on CUDA, mamba_ssm's fused kernel when that optional package is importable; everywhere else,
+and as the reference, the chunked PyTorch scan above.
 Reading: mamba_ssm ``ops/selective_scan_interface.py`` (selective_scan_ref) for the semantics.
 """
 from __future__ import annotations
@@ -39,9 +44,10 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from espnet_ssm.ops import selective_scan_cpu
 from espnet_ssm.ops.tensor_checks import check_choice, check_optional, check_tensor
 
-BACKENDS = ("auto", "torch", "mamba_ssm")
+BACKENDS = ("auto", "torch", "cpu", "mamba_ssm")
 # automatic chunk length: about this many state elements (T·batch·d·N) per chunk, so that a
 # chunk's few temporaries stay in a CPU core's L2 cache
 CHUNK_ELEMENTS = 1 << 17
@@ -279,7 +285,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         return du, ddt, dA, dB, dC, carry, None
 
 
-# --------------------------------------------------------------------------- fused kernel
+# --------------------------------------------------------------------------- fused kernels
 @functools.lru_cache(maxsize=1)
 def _mamba_selective_scan_fn():
     try:
@@ -290,7 +296,7 @@ def _mamba_selective_scan_fn():
 
 
 def _use_fused(fn: str, backend: str, u: torch.Tensor, A: torch.Tensor, initial_state) -> bool:
-    if backend == "torch":
+    if backend in ("torch", "cpu"):
         return False
     usable = u.is_cuda and initial_state is None and _mamba_selective_scan_fn() is not None
     if backend == "mamba_ssm" and not usable:
@@ -299,6 +305,71 @@ def _use_fused(fn: str, backend: str, u: torch.Tensor, A: torch.Tensor, initial_
             "mamba_ssm package"
         )
     return usable
+
+
+def _cpu_kernel(fn: str, backend: str, device: torch.device):
+    """The compiled CPU module when this call should use it, else None."""
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"{fn}: backend='cpu' needs CPU tensors, got {device}")
+        try:
+            return selective_scan_cpu.require()
+        except selective_scan_cpu.KernelUnavailable as e:
+            raise ValueError(f"{fn}: backend='cpu': {e}") from None
+    if backend == "auto" and device.type == "cpu":
+        return selective_scan_cpu.kernel()
+    return None
+
+
+def _segment_frames(N: int) -> int:
+    """Frames per saved state in training: S >= N keeps the saved states (batch·d·N·L/S)
+    no larger than u itself, and a segment's recomputed states (S·N per thread) small."""
+    return max(64, N)
+
+
+class _CompiledScanFn(torch.autograd.Function):
+    """The whole scan (Δ, D, gate included) in the compiled CPU kernel, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, kernel, u, delta, A, Bt, Ct, D, z, delta_bias, h0, softplus: bool):
+        segment = _segment_frames(A.shape[1])
+        y, last, starts = kernel.forward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, h0, segment)
+        ctx.kernel, ctx.softplus, ctx.segment = kernel, softplus, segment
+        ctx.has_h0 = h0 is not None
+        ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, delta_bias, starts)
+        return y, last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dlast):
+        u, delta, A, Bt, Ct, D, z, bias, starts = ctx.saved_tensors
+        dy = torch.zeros_like(u) if dy is None else dy.contiguous()
+        dlast = None if dlast is None else dlast.contiguous()
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = ctx.kernel.backward(
+            u, delta, A, Bt, Ct, D, z, bias, ctx.softplus, starts, ctx.segment, dy, dlast
+        )
+        return (
+            None, du, ddelta, dA, dB, dC,
+            None if D is None else dD,
+            None if z is None else dz,
+            None if bias is None else dbias,
+            dh0 if ctx.has_h0 else None,
+            None,
+        )
+
+
+def _compiled_scan(kernel, u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, dtype):
+    """Cast and lay out the inputs as the kernel takes them (B/C time-major per group)."""
+
+    def prep(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if x is None else x.to(dtype).contiguous()
+
+    Bt = _grouped(B, False).to(dtype).transpose(2, 3).contiguous()  # (batch, G, L, N)
+    Ct = _grouped(C, False).to(dtype).transpose(2, 3).contiguous()
+    return _CompiledScanFn.apply(
+        kernel, prep(u), prep(delta), prep(A), Bt, Ct, prep(D), prep(z), prep(delta_bias),
+        prep(initial_state), bool(softplus),
+    )
 
 
 def _auto_chunk(state_elements: int) -> int:
@@ -337,8 +408,10 @@ def selective_scan(
         return_last_state: also return the state after the last frame, (batch, d, N).
         chunk_size: frames per chunk (speed/memory trade-off, not semantics); None picks a
             power of two in [2, 64] with about ``CHUNK_ELEMENTS`` state elements per chunk.
-        backend: ``"auto"`` (mamba_ssm's fused kernel for CUDA inputs when importable),
-            ``"torch"`` (always this implementation) or ``"mamba_ssm"`` (fused, else ValueError).
+        backend: ``"auto"`` (the compiled kernel for CPU inputs when it could be built,
+            mamba_ssm's fused kernel for CUDA inputs when importable, else the PyTorch scan),
+            ``"torch"`` (always the PyTorch scan), ``"cpu"`` (the compiled CPU kernel, else
+            ValueError) or ``"mamba_ssm"`` (fused CUDA kernel, else ValueError).
 
     Returns:
         y (batch, d, L) in u's dtype, and the last state if requested.
@@ -369,7 +442,14 @@ def selective_scan(
         )
 
     dtype = _compute_dtype(u, delta, A, B, C)
+    kernel = _cpu_kernel(fn, backend, u.device) if L > 0 else None
     with torch.autocast(device_type=u.device.type, enabled=False):
+        if kernel is not None:
+            y, last = _compiled_scan(
+                kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, dtype
+            )
+            y = y.to(u.dtype)
+            return (y, last) if return_last_state else y
         # time-major copies: every chunk is then one contiguous slab (and so are the gradients)
         uu = u.to(dtype).permute(2, 0, 1).contiguous()
         dt = _delta(delta.permute(2, 0, 1).contiguous(), delta_bias, delta_softplus, dtype)
@@ -400,6 +480,7 @@ def selective_scan_step(
     z_t: Optional[torch.Tensor] = None,
     delta_bias: Optional[torch.Tensor] = None,
     delta_softplus: bool = False,
+    backend: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One frame of :func:`selective_scan` (streaming).
 
@@ -408,6 +489,8 @@ def selective_scan_step(
         u_t, delta_t: (batch, d); z_t: optional (batch, d).
         A: (d, N) real; B_t, C_t: (batch, N) or (batch, G, N).
         D, delta_bias: optional (d,).
+        backend: ``"auto"`` (the compiled CPU kernel for CPU inputs when available, no autograd),
+            ``"torch"`` or ``"cpu"``; there is no CUDA kernel for one frame.
 
     Returns:
         (y_t (batch, d) in u_t's dtype, new state (batch, d, N) in the compute dtype).
@@ -424,8 +507,26 @@ def selective_scan_step(
     check_optional(fn, "D", D, (d,), "(d,)")
     check_optional(fn, "z_t", z_t, (batch, d), "(batch, d)")
     check_optional(fn, "delta_bias", delta_bias, (d,), "(d,)")
+    check_choice(fn, "backend", backend, ("auto", "torch", "cpu"))
     dtype = _compute_dtype(u_t, delta_t, A, B_t, C_t, state)
+    grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias) if t is not None
+    )
+    if grad and backend == "cpu":
+        raise ValueError(f"{fn}: backend='cpu' has no gradient for one frame; use backend='torch'")
+    kernel = None if grad else _cpu_kernel(fn, backend, u_t.device)
     with torch.autocast(device_type=u_t.device.type, enabled=False):
+        if kernel is not None:
+
+            def prep(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+                return None if x is None else x.to(dtype).contiguous()
+
+            Bg, Cg = (_grouped(x, True).to(dtype).contiguous() for x in (B_t, C_t))
+            y, new = kernel.step(
+                prep(state), prep(u_t), prep(delta_t), prep(A), Bg, Cg, prep(D), prep(z_t),
+                prep(delta_bias), bool(delta_softplus),
+            )
+            return y.to(u_t.dtype), new
         dt = _delta(delta_t, delta_bias, delta_softplus, dtype)  # (batch, d)
         Bg = _grouped(B_t, True).to(dtype)  # (batch, G, N)
         Cg = _grouped(C_t, True).to(dtype)

@@ -1,0 +1,111 @@
+"""The compiled CPU selective scan (``csrc/selective_scan_cpu.cpp``): build, load, or fall back.
+
+The kernel is compiled on the machine that runs it (``torch.utils.cpp_extension.load``, cached
+by torch under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, rebuilt when the
+source changes). ``make setup`` builds it ahead of time (``python -m
+espnet_ssm.ops.selective_scan_cpu``); otherwise the first CPU scan builds it, which takes about a
+minute. Without a C++ compiler (or with ``ESPNET_SSM_CPU_KERNEL=0``) :func:`kernel` returns
+None, the pure-PyTorch scan of :mod:`espnet_ssm.ops.selective_scan` is used, and one warning
+says why.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+NAME = "espnet_ssm_selective_scan_cpu"
+SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
+ENV_SWITCH = "ESPNET_SSM_CPU_KERNEL"  # "0" turns the kernel off
+# -ffast-math lets the compiler use glibc's vector exp in the loops over the state
+CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+
+logger = logging.getLogger(__name__)
+
+
+class KernelUnavailable(RuntimeError):
+    """The compiled CPU scan was asked for explicitly but cannot be built or loaded."""
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the pip package's binary may sit outside it."""
+    try:
+        import ninja  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _build() -> ModuleType:
+    # its import warns that no CUDA runtime is found, which says nothing about a CPU build
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+
+    _put_ninja_on_path()
+    built = Path(cpp_extension._get_build_directory(NAME, verbose=False)) / f"{NAME}.so"
+    if not built.exists():
+        logger.warning("espnet_ssm: compiling the CPU selective scan kernel (once; about a minute)")
+    return cpp_extension.load(
+        name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple:
+    """(module or None, reason it is None)."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None, f"{ENV_SWITCH}=0"
+    try:
+        return _build(), ""
+    except Exception as e:  # no compiler, no ninja, a failed build: all mean "fall back"
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        warnings.warn(
+            f"espnet_ssm: the compiled CPU selective scan is unavailable ({type(e).__name__}: {reason}); "
+            "Mamba layers use the slower pure-PyTorch scan. It needs a C++ compiler (g++) and ninja "
+            f"(`pip install ninja`); `make setup` builds it. Set {ENV_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None, f"{type(e).__name__}: {reason}"
+
+
+def kernel() -> Optional[ModuleType]:
+    """The compiled module (``forward``, ``backward``, ``step``), or None when unavailable."""
+    return _load()[0]
+
+
+def require() -> ModuleType:
+    """The compiled module, or :class:`KernelUnavailable` naming why it is missing."""
+    module, reason = _load()
+    if module is None:
+        raise KernelUnavailable(f"the compiled CPU selective scan is unavailable: {reason}")
+    return module
+
+
+def main() -> int:
+    """Build (or find) the kernel; print where it stands. Exit 0 either way: it is optional."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module, reason = _load()
+    if module is None:
+        print(f"espnet_ssm: CPU selective scan kernel not built ({reason}); the pure-PyTorch scan will be used")
+    else:
+        print(f"espnet_ssm: CPU selective scan kernel ready ({module.__file__})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
