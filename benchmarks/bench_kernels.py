@@ -318,6 +318,100 @@ def _default_backend(device: str) -> str:
     return "compiled CPU kernel" if kernel is not None else "PyTorch scan"
 
 
+def memory_table(device: str, cases: List[tuple], threads: int) -> None:
+    b, d = 2, 1024
+    print(f"\n### Selective scan inference memory ({device}; no grad, batch {b}, d {d}, float32)\n")
+    print(
+        "| L | N | all states b·d·N·L (MB) | one chunk of states T·b·d·N (MB) "
+        "| peak memory growth during the call (MB) | growth / (b·d·L·4 bytes) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for L, N in cases:
+        # memory only: one call, no timed repeats
+        spec = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_nograd", impl="ours")
+        r = run_worker(dict(spec, repeats=0, threads=threads))
+        mb = 4 / 2**20
+        chunk = _auto_chunk(b * d * N)
+        growth = r and r["peak_mb"]
+        per_io = None if growth is None else growth / (b * d * L * mb)
+        states, one_chunk = b * d * N * L * mb, chunk * b * d * N * mb
+        print(f"| {L} | {N} | {states:.0f} | {one_chunk:.1f} | {fmt(growth, digits=4)} | {fmt(per_io)} |")
+
+
+def indexed_loop_table(
+    device: str, sizes: List[int], threads: int, ours_at: Dict[int, Optional[Dict]]
+) -> None:
+    """The indexed loop at small L; at the longer L of ``ours_at`` (our scan-table times) its
+    time is extrapolated linearly from the longest measured L, which understates it (its
+    backward pass is quadratic in L)."""
+    b, d, N = 2, 1024, 16
+    print(f"\n### Indexed reference loop, forward + backward ({device}; batch {b}, d {d}, N {N})\n")
+    print("| L | indexed loop: time (s) | indexed loop: peak memory (MB) | ours: time (s) | speed-up |")
+    print("|---:|---:|---:|---:|---:|")
+    for L in sizes:
+        base = dict(kind="scan", device=device, batch=b, d=d, N=N, L=L, mode="fwd_bwd", threads=threads, repeats=1)
+        loop, ours = run_worker(dict(base, impl="indexed_loop")), run_worker(dict(base, impl="ours"))
+        speed = None if not (loop and ours) else loop["time_s"] / ours["time_s"]
+        loop_t, loop_m = fmt(loop and loop["time_s"]), fmt(loop and loop["peak_mb"], digits=4)
+        print(f"| {L} | {loop_t} | {loop_m} | {fmt(ours and ours['time_s'])} | {fmt(speed)}× |")
+        last = (L, loop)
+    L0, loop = last
+    for L in sorted(x for x in ours_at if x > L0):
+        if loop and ours_at[L]:
+            t = loop["time_s"] * L / L0
+            speed = fmt(t / ours_at[L]["time_s"])
+            print(
+                f"| {L} | {fmt(t)} (extrapolated linearly from L={L0}: a lower bound) | n/a | "
+                f"{fmt(ours_at[L]['time_s'])} | ≥ {speed}× |"
+            )
+
+
+def s4d_table(device: str, sizes: List[int], repeats: int, threads: int) -> None:
+    H, N, b = 512, 64, 1
+    print(f"\n### S4D kernel + FFT convolution ({device}; batch {b}, H {H}, N {N} complex modes, float32)\n")
+    print("| L | kernel (ms) | FFT conv (ms) | total (ms) | total per frame (µs) | peak memory (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    totals = {}
+    for L in sizes:
+        r = run_worker(dict(kind="s4d_conv", device=device, H=H, N=N, L=L, batch=b, repeats=repeats, threads=threads))
+        if r is None:
+            print(f"| {L} | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        totals[L] = r["kernel_s"] + r["conv_s"]
+        print(
+            f"| {L} | {fmt(r['kernel_s'], 1e3)} | {fmt(r['conv_s'], 1e3)} | {fmt(totals[L], 1e3)} | "
+            f"{fmt(totals[L] / L, 1e6)} | {fmt(r['peak_mb'], digits=4)} |"
+        )
+    lo, hi = min(sizes), max(sizes)
+    if lo in totals and hi in totals:
+        ratio = totals[hi] / totals[lo]
+        print(f"\nScaling: total(L={hi}) / total(L={lo}) = {ratio:.1f} for a {hi // lo}× longer sequence.")
+
+
+def step_table(device: str, frames: int, repeats: int, threads: int) -> None:
+    print(f"\n### Step (streaming) mode, cost per frame ({device}; batch 1, no grad)\n")
+    print("| layer | config | µs / frame |")
+    print("|---|---|---:|")
+    for layer, d_model, N in (("S4D", 512, 64), ("MambaMixer", 256, 16), ("MambaMixer", 512, 256)):
+        spec = dict(kind="step", device=device, layer=layer, d_model=d_model, N=N, batch=1, frames=frames)
+        r = run_worker(dict(spec, repeats=repeats, threads=threads))
+        print(f"| {layer} | d_model {d_model}, N {N} | {fmt(r and r['per_frame_s'], 1e6)} |")
+
+
+def short_chunk_table(device: str, repeats: int, threads: int) -> None:
+    H, N = 512, 32
+    print(f"\n### S4D on streaming chunks: closed form vs frame loop ({device}; batch 1, H {H}, "
+          f"N {N} complex modes, caches warm)\n")
+    print("| frames per chunk | frame loop (µs) | closed form (µs) | loop / closed |")
+    print("|---:|---:|---:|---:|")
+    for frames in (4, 8, 16):
+        r = run_worker(dict(kind="short_chunk", device=device, H=H, N=N, frames=frames,
+                            repeats=repeats, threads=threads))
+        ratio = None if r is None else r["loop_s"] / r["closed_s"]
+        print(f"| {frames} | {fmt(r and r['loop_s'], 1e6, 4)} | {fmt(r and r['closed_s'], 1e6, 4)} | "
+              f"{fmt(ratio)} |")
+
+
 def fused_table(sizes: List[int], repeats: int) -> None:
     b, d, N = 2, 1024, 16
     print(
