@@ -77,7 +77,7 @@ def write_wordnet(root: Path, synsets: Dict[str, List[str]]) -> None:
 def write_fortunes(root: Path, cookies: Dict[str, List[str]]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for name in text_corpus.FORTUNE_FILES:
-        (root / name).write_text("\n%\n".join(cookies.get(name, ["Nothing here to read aloud today."])) + "\n%\n")
+        (root / name).write_text("\n%\n".join(cookies.get(name, ["The cat number one sat here."])) + "\n%\n")
 
 
 def test_wordnet_documents_parse_examples_and_drop_repeats(tmp_path):
