@@ -332,7 +332,8 @@ class _CompiledScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kernel, u, delta, A, Bt, Ct, D, z, delta_bias, h0, softplus: bool):
-        segment = _segment_frames(A.shape[1])
+        # states for the backward only when something needs a gradient (inference keeps none)
+        segment = _segment_frames(A.shape[1]) if any(ctx.needs_input_grad) else 0
         y, last, starts = kernel.forward(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, h0, segment)
         ctx.kernel, ctx.softplus, ctx.segment = kernel, softplus, segment
         ctx.has_h0 = h0 is not None
