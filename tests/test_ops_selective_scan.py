@@ -190,6 +190,22 @@ def segment_like(monkeypatch, inputs, chunks_per_segment, chunk_size):
     pytest.fail(f"no SEGMENT_ELEMENTS gives segments of {chunks_per_segment} chunks")
 
 
+def assert_gradients_match_reference(inputs, **scan_kwargs):
+    """Outputs and the gradients of every input of a random weighted sum of y and the last
+    state equal autograd through the float64 loop, to 1e-10."""
+    a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    (batch, d, L), N = inputs["u"].shape, inputs["A"].shape[1]
+    w, w_last = torch.randn(batch, d, L, dtype=torch.float64), torch.randn(batch, d, N, dtype=torch.float64)
+    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, **scan_kwargs)
+    ((y * w).sum() + (last * w_last).sum()).backward()
+    y_ref, last_ref = ref_scan(**b, delta_softplus=True)
+    ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
+    assert rel_err(y, y_ref) <= 1e-10
+    for k in inputs:
+        assert rel_err(a[k].grad, b[k].grad) <= 1e-10, k
+
+
 @pytest.mark.parametrize("delta_shift", [0.0, 300.0])
 @pytest.mark.parametrize("chunks_per_segment", [1, 2, None])
 def test_gradients_match_autograd_through_reference(delta_shift, chunks_per_segment, monkeypatch):
@@ -203,16 +219,7 @@ def test_gradients_match_autograd_through_reference(delta_shift, chunks_per_segm
     dt = F.softplus(inputs["delta"] + inputs["delta_bias"][:, None]).permute(2, 0, 1)
     plan = scan_module._plan_chunks(dt, inputs["A"], 8)
     assert {closed for _, _, closed in plan} == ({True} if delta_shift == 0 else {True, False})
-    a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    w, w_last = torch.randn(2, 4, 25, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64)
-    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, chunk_size=8, backend="torch")
-    ((y * w).sum() + (last * w_last).sum()).backward()
-    y_ref, last_ref = ref_scan(**b, delta_softplus=True)
-    ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
-    assert rel_err(y, y_ref) <= 1e-10
-    for k in inputs:
-        assert rel_err(a[k].grad, b[k].grad) <= 1e-10, k
+    assert_gradients_match_reference(inputs, chunk_size=8, backend="torch")
     assert kept == [found]  # the forward above kept the segmentation sought
 
 
@@ -325,16 +332,7 @@ def test_cpu_kernel_gradients_match_autograd_through_reference(cpu_kernel, group
     # N = 70 gives segments of 70 frames; L = 64 exactly one segment; L = 1 a single frame
     inputs = make_inputs(batch=2, d=6, N=N, L=L, groups=groups)
     inputs["delta"][:, :, : min(L, 4)] += 30.0  # a few frames that decay the state to ~0
-    a = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    b = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    w, w_last = torch.randn(2, 6, L, dtype=torch.float64), torch.randn(2, 6, N, dtype=torch.float64)
-    y, last = selective_scan(**a, delta_softplus=True, return_last_state=True, backend="cpu")
-    ((y * w).sum() + (last * w_last).sum()).backward()
-    y_ref, last_ref = ref_scan(**b, delta_softplus=True)
-    ((y_ref * w).sum() + (last_ref * w_last).sum()).backward()
-    assert rel_err(y, y_ref) <= 1e-10
-    for k in inputs:
-        assert rel_err(a[k].grad, b[k].grad) <= 1e-10, k
+    assert_gradients_match_reference(inputs, backend="cpu")
 
 
 def test_cpu_kernel_gradcheck(cpu_kernel):
