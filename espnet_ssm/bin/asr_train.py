@@ -6,6 +6,8 @@ are registered in this process and in every worker ESPnet spawns for multi-GPU t
 """
 from typing import Optional, Sequence
 
+import torch.distributed
+
 from espnet_ssm.tasks import SSMASRTask
 
 
@@ -21,7 +23,14 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         % python -m espnet_ssm.bin.asr_train --print_config --encoder mh_ssm
         % python -m espnet_ssm.bin.asr_train --config conf/tuning/train_asr_mh_ssm.yaml ...
     """
-    SSMASRTask.main(cmd=cmd)
+    try:
+        SSMASRTask.main(cmd=cmd)
+    finally:
+        # ESPnet leaves the process group alive; a gloo worker that exits with it can abort
+        # at interpreter shutdown ("terminate called without an active exception"), now and
+        # then. Tear it down while the interpreter is still whole.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
