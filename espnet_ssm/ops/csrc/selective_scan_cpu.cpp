@@ -1,5 +1,6 @@
-// Selective scan (Mamba's S6) on the CPU: one fused loop per (batch, channel), vectorised over
-// the state, parallel over batch x channels. The maths and the argument conventions are those of
+// Selective scan (Mamba's S6) on the CPU: one fused recurrence per (batch, channel), vectorised
+// over the state, parallel over batch x channels; each thread runs its channels block by block
+// in time, so that the B and C rows its channels share are read from cache. The maths and the argument conventions are those of
 // espnet_ssm/ops/selective_scan.py (its pure-PyTorch scan is the reference):
 //
 //   Δ_t = softplus(δ_t + bias) (or δ_t + bias),   a_t[n] = exp(Δ_t A[n]),
@@ -16,43 +17,91 @@
 // and ∂h_{-1} = a_0 g_0. Channels of one group add into the same dB/dC rows, so every thread
 // accumulates those into its own buffer and the buffers are summed at the end.
 //
-// Built with -O3 -ffast-math -fopenmp -march=native: the inner loops over n are plain loops
-// that the compiler turns into vector code, exp included (glibc's vector maths).
+// Built with -O3 -ffast-math -fopenmp -march=native: the inner loops over n (and the per-frame
+// softplus and gate, over time) are plain loops that the compiler turns into vector code; the
+// decay's exp is written out for float32 (exp_inline) so that it is inlined there.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
-
-template <typename T>
-inline T step_size(T raw, bool softplus) {
-  // softplus(x) = log1p(exp(x)), evaluated as x for large x (as torch's threshold of 20)
-  return softplus ? (raw > T(20) ? raw : std::log1p(std::exp(raw))) : raw;
-}
 
 template <typename T>
 inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
+// Δ for frames [0, n): softplus(raw + bias) (or raw + bias). A separate loop over time so that
+// the compiler vectorises exp/log1p over frames instead of calling them once per frame.
+template <typename T>
+inline void step_sizes(const T* __restrict raw, T bias, bool softplus, int64_t n, T* __restrict out) {
+  if (softplus) {
+    // softplus(x) = log1p(exp(x)), evaluated as x for large x (as torch's threshold of 20)
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T x = raw[j] + bias;
+      out[j] = x > T(20) ? x : std::log1p(std::exp(x));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] = raw[j] + bias;
+  }
+}
+
+// exp(x) in float32, written out so that the compiler inlines and vectorises it inside the state
+// loops (the scan's cost is mostly these exps; libmvec's expf is an out-of-line call there):
+// x = k ln2 + r with k = round(x / ln2), |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7
+// (relative error < 2e-8, below float32's rounding), times 2^k built in the exponent bits.
+// x is clamped to [-87, 88], so exp of a very negative argument is a tiny normal number, not 0.
+inline float exp_inline(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - k * 0.693145751953125f;  // ln2 split in two so that k ln2 is exact enough
+  r = r - k * 1.42860682030941723e-06f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+// float64 (the reference precision, used by the tests) keeps the library's exp
+inline double exp_inline(double x) { return std::exp(x); }
+
 struct Shape {
   int64_t batch, d, L, N, G;
   int64_t group(int64_t c) const { return c / (d / G); }
 };
 
+// Frames per block of the forward's time loop: every channel of a thread runs one block before
+// the next, so that the block's B and C rows (shared by the channels of a group) stay in cache
+// instead of being read from memory once per channel.
+constexpr int64_t kBlock = 64;
+
 // h <- a ⊙ h + x over n, with a_n = exp(dt A_n), x_n = dtu B_n; returns Σ_n C_n h_n.
+// kN > 0: the state size known at compile time (no remainder loop, fully unrolled).
 // kKeepDecay: also write a_n to decay_out (the backward's recomputation needs them).
-template <bool kKeepDecay, typename T>
+template <int kN, bool kKeepDecay, typename T>
 inline T state_update(T* __restrict h, const T* __restrict A, const T* __restrict B,
-                      const T* __restrict C, T dt, T dtu, int64_t N, T* __restrict decay_out) {
+                      const T* __restrict C, T dt, T dtu, int64_t N_runtime, T* __restrict decay_out) {
+  const int64_t N = kN > 0 ? kN : N_runtime;
   T acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t n = 0; n < N; ++n) {
-    const T a = std::exp(dt * A[n]);
+    const T a = exp_inline(dt * A[n]);
     if (kKeepDecay) decay_out[n] = a;
     const T hn = a * h[n] + dtu * B[n];
     h[n] = hn;
@@ -61,100 +110,133 @@ inline T state_update(T* __restrict h, const T* __restrict A, const T* __restric
   return acc;
 }
 
-template <typename T>
+template <int kN, typename T>
 void forward_impl(const Shape& s, const T* u, const T* delta, const T* A, const T* B, const T* C,
                   const T* D, const T* z, const T* bias, bool softplus, const T* h0, T* y,
                   T* last, T* checkpoints, int64_t segment) {
-  const int64_t L = s.L, N = s.N;
+  const int64_t L = s.L, N = kN > 0 ? kN : s.N;
   const int64_t segments = checkpoints ? (L + segment - 1) / segment : 0;
   at::parallel_for(0, s.batch * s.d, 1, [&](int64_t begin, int64_t end) {
+    T dts[kBlock], ys[kBlock];
+    // the running states live in the output
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / s.d, c = i % s.d;
-      const T* u_c = u + i * L;
-      const T* dl_c = delta + i * L;
-      const T* z_c = z ? z + i * L : nullptr;
-      const T* B_g = B + (b * s.G + s.group(c)) * L * N;
-      const T* C_g = C + (b * s.G + s.group(c)) * L * N;
-      const T* A_c = A + c * N;
-      const T D_c = D ? D[c] : T(0), bias_c = bias ? bias[c] : T(0);
-      T* h = last + i * N;  // the running state lives in the output
+      T* h = last + i * N;
       if (h0) {
         std::copy(h0 + i * N, h0 + (i + 1) * N, h);
       } else {
         std::fill(h, h + N, T(0));
       }
-      T* y_c = y + i * L;
-      for (int64_t t = 0; t < L; ++t) {
-        if (checkpoints && t % segment == 0) {
-          std::copy(h, h + N, checkpoints + (i * segments + t / segment) * N);
+    }
+    for (int64_t t0 = 0; t0 < L; t0 += kBlock) {
+      const int64_t len = std::min(kBlock, L - t0);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / s.d, c = i % s.d;
+        const T* u_c = u + i * L + t0;
+        const int64_t row = ((b * s.G + s.group(c)) * L + t0) * N;
+        const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N;
+        T* h = last + i * N;
+        step_sizes(delta + i * L + t0, bias ? bias[c] : T(0), softplus, len, dts);
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t t = t0 + j;
+          if (checkpoints && t % segment == 0) {
+            std::copy(h, h + N, checkpoints + (i * segments + t / segment) * N);
+          }
+          ys[j] = state_update<kN, false>(h, A_c, B_g + j * N, C_g + j * N, dts[j], dts[j] * u_c[j], N,
+                                          (T*)nullptr);
         }
-        const T dt = step_size(dl_c[t] + bias_c, softplus);
-        const T ut = u_c[t];
-        T out = state_update<false>(h, A_c, B_g + t * N, C_g + t * N, dt, dt * ut, N, (T*)nullptr) + D_c * ut;
-        if (z_c) out *= z_c[t] * sigmoid(z_c[t]);
-        y_c[t] = out;
+        // skip connection and output gate, vectorised over the block
+        const T D_c = D ? D[c] : T(0);
+        T* y_c = y + i * L + t0;
+        if (z) {
+          const T* z_c = z + i * L + t0;
+#pragma omp simd
+          for (int64_t j = 0; j < len; ++j) y_c[j] = (ys[j] + D_c * u_c[j]) * z_c[j] * sigmoid(z_c[j]);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < len; ++j) y_c[j] = ys[j] + D_c * u_c[j];
+        }
       }
     }
   });
 }
 
-template <typename T>
+template <int kN, typename T>
 void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const T* B, const T* C,
                    const T* D, const T* z, const T* bias, bool softplus, const T* checkpoints,
                    int64_t segment, const T* dy, const T* dlast, T* du, T* ddelta, T* dA, T* dB_threads,
                    T* dC_threads, T* dD, T* dz, T* dbias, T* dh0) {
-  const int64_t L = s.L, N = s.N;
+  const int64_t L = s.L, N = kN > 0 ? kN : s.N;
   const int64_t segments = (L + segment - 1) / segment;
   const int64_t bc_size = s.batch * s.G * L * N;  // one thread's dB (or dC) buffer
   at::parallel_for(0, s.batch * s.d, 1, [&](int64_t begin, int64_t end) {
     const int64_t thread = at::get_thread_num();
     T* dB_all = dB_threads + thread * bc_size;
     T* dC_all = dC_threads + thread * bc_size;
-    // per-thread work space: states h_{t0-1} .. h_{t1-1} and decays a_t of one segment
-    std::vector<T> hs((segment + 1) * N), decays(segment * N), g_buf(N), ys(segment), dts(segment);
-    T* g = g_buf.data();
+    // per-thread work space: states h_{t0-1} .. h_{t1-1} and decays a_t of one segment, the
+    // output before the gate, Δ, the gate's sigmoid and softplus' slope per frame
+    std::vector<T> hs((segment + 1) * N), decays(segment * N), ys(segment), dts(segment),
+        gate(segment), slope(segment);
+    // the adjoint state of every channel of the thread carries from one segment to the one before:
+    // segments run in the outer loop (last first) and channels in the inner one, so that a
+    // segment's B, C, dB and dC rows stay in cache while all channels of the thread use them
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / s.d, c = i % s.d;
-      const int64_t row = (b * s.G + s.group(c)) * L * N;
-      const T *u_c = u + i * L, *dl_c = delta + i * L, *z_c = z ? z + i * L : nullptr;
-      const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N, *dy_c = dy + i * L;
-      T *dB_g = dB_all + row, *dC_g = dC_all + row, *dA_c = dA + i * N;
-      const T D_c = D ? D[c] : T(0), bias_c = bias ? bias[c] : T(0);
-      T dD_c = 0, dbias_c = 0;
+      T* g = dh0 + i * N;  // holds ∂L/∂h_{t0-1} of the segment last run; a_0 g_0 at the end
       if (dlast) {
         std::copy(dlast + i * N, dlast + (i + 1) * N, g);
       } else {
         std::fill(g, g + N, T(0));
       }
-      for (int64_t k = segments - 1; k >= 0; --k) {
-        const int64_t t0 = k * segment, t1 = std::min(L, t0 + segment);
+      dD[i] = 0;
+      dbias[i] = 0;
+    }
+    for (int64_t k = segments - 1; k >= 0; --k) {
+      const int64_t t0 = k * segment, len = std::min(L, t0 + segment) - t0;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / s.d, c = i % s.d;
+        const int64_t row = ((b * s.G + s.group(c)) * L + t0) * N;
+        const T *u_c = u + i * L + t0, *dl_c = delta + i * L + t0, *dy_c = dy + i * L + t0;
+        const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N;
+        T *dB_g = dB_all + row, *dC_g = dC_all + row, *dA_c = dA + i * N, *g = dh0 + i * N;
+        const T D_c = D ? D[c] : T(0), bias_c = bias ? bias[c] : T(0);
         // recompute the segment: hs[j] = h_{t0+j-1}, decays[j] = a_{t0+j}
         const T* start = checkpoints + (i * segments + k) * N;
         std::copy(start, start + N, hs.begin());
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t j = t - t0;
-          const T dt = step_size(dl_c[t] + bias_c, softplus);
-          dts[j] = dt;
+        step_sizes(dl_c, bias_c, softplus, len, dts.data());
+        for (int64_t j = 0; j < len; ++j) {
           T* h = hs.data() + (j + 1) * N;
           std::copy(hs.data() + j * N, hs.data() + (j + 1) * N, h);
-          ys[j] = state_update<true>(h, A_c, B_g + t * N, C_g + t * N, dt, dt * u_c[t], N,
-                               decays.data() + j * N);
+          ys[j] = state_update<kN, true>(h, A_c, B_g + j * N, C_g + j * N, dts[j], dts[j] * u_c[j], N,
+                                         decays.data() + j * N);
+        }
+        // per-frame factors of the gate and of softplus, vectorised over the segment
+        if (z) {
+          const T* z_c = z + i * L + t0;
+          T* dz_c = dz + i * L + t0;
+#pragma omp simd
+          for (int64_t j = 0; j < len; ++j) {
+            const T zt = z_c[j], sg = sigmoid(zt);
+            dz_c[j] = dy_c[j] * (ys[j] + D_c * u_c[j]) * sg * (T(1) + zt * (T(1) - sg));
+            gate[j] = zt * sg;
+          }
+        } else {
+          std::fill(gate.begin(), gate.begin() + len, T(1));
+        }
+        if (softplus) {
+#pragma omp simd
+          for (int64_t j = 0; j < len; ++j) {
+            const T raw = dl_c[j] + bias_c;
+            slope[j] = raw > T(20) ? T(1) : sigmoid(raw);
+          }
         }
         // adjoint, last frame first; g holds a_{t+1} g_{t+1} on entry to frame t
-        for (int64_t t = t1 - 1; t >= t0; --t) {
-          const int64_t j = t - t0;
-          const T dt = dts[j], ut = u_c[t];
-          T gy = dy_c[t];
-          if (z_c) {
-            const T zt = z_c[t], sg = sigmoid(zt);
-            dz[i * L + t] = gy * (ys[j] + D_c * ut) * sg * (T(1) + zt * (T(1) - sg));
-            gy *= zt * sg;
-          }
+        T dD_c = 0, dbias_c = 0;
+        for (int64_t j = len - 1; j >= 0; --j) {
+          const T dt = dts[j], ut = u_c[j], gy = dy_c[j] * gate[j];
           dD_c += gy * ut;
-          const T* Bt = B_g + t * N;
-          const T* Ct = C_g + t * N;
-          T* dBt = dB_g + t * N;
-          T* dCt = dC_g + t * N;
+          const T* Bt = B_g + j * N;
+          const T* Ct = C_g + j * N;
+          T* dBt = dB_g + j * N;
+          T* dCt = dC_g + j * N;
           const T* h_prev = hs.data() + j * N;
           const T* h_cur = hs.data() + (j + 1) * N;
           const T* a = decays.data() + j * N;
@@ -171,21 +253,16 @@ void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const
             dA_c[n] += q * dt;
             g[n] = a[n] * gn;
           }
-          du[i * L + t] = gy * D_c + dt * sum_gB;
-          T dd = ut * sum_gB + sum_Aq;  // ∂L/∂Δ_t
-          if (softplus) {
-            const T raw = dl_c[t] + bias_c;
-            dd *= raw > T(20) ? T(1) : sigmoid(raw);
-          }
-          ddelta[i * L + t] = dd;
+          du[i * L + t0 + j] = gy * D_c + dt * sum_gB;
+          const T dd = (ut * sum_gB + sum_Aq) * (softplus ? slope[j] : T(1));  // ∂L/∂(δ_t + bias)
+          ddelta[i * L + t0 + j] = dd;
           dbias_c += dd;
         }
+        // D, bias and A are per channel, but a channel's batch elements may run on different
+        // threads: their gradients are kept per (batch, channel) and summed over the batch
+        dD[i] += dD_c;
+        dbias[i] += dbias_c;
       }
-      std::copy(g, g + N, dh0 + i * N);  // a_0 g_0
-      // D, bias and A are per channel, but a channel's batch elements may run on different
-      // threads: their gradients are kept per (batch, channel) and summed over the batch
-      dD[i] = dD_c;
-      dbias[i] = dbias_c;
     }
   });
 }
@@ -195,6 +272,17 @@ void check(const torch::Tensor& x, const char* name, at::ScalarType dtype) {
   TORCH_CHECK(x.scalar_type() == dtype, "selective_scan_cpu: ", name, " has dtype ", x.scalar_type(),
               ", expected ", dtype);
   TORCH_CHECK(x.is_contiguous(), "selective_scan_cpu: ", name, " must be contiguous");
+}
+
+// Calls f with std::integral_constant<int, N> for Mamba's usual state size, so that its loops
+// over n are compiled for that size, and with <int, 0> (the size known at run time) otherwise.
+template <typename F>
+void with_state_size(int64_t N, F&& f) {
+  if (N == 16) {
+    f(std::integral_constant<int, 16>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
 }
 
 template <typename T>
@@ -243,11 +331,13 @@ std::vector<torch::Tensor> scan_forward(const torch::Tensor& u, const torch::Ten
   const int64_t segments = segment > 0 ? (s.L + segment - 1) / segment : 0;
   auto checkpoints = torch::empty({s.batch, s.d, segments, s.N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_forward", [&] {
-    forward_impl<scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+    with_state_size(s.N, [&](auto kN) {
+    forward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
                            B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), maybe<scalar_t>(D),
                            maybe<scalar_t>(z), maybe<scalar_t>(bias), softplus, maybe<scalar_t>(h0),
                            y.data_ptr<scalar_t>(), last.data_ptr<scalar_t>(),
                            segment > 0 ? checkpoints.data_ptr<scalar_t>() : nullptr, segment);
+    });
   });
   return {y, last, checkpoints};
 }
@@ -276,7 +366,8 @@ std::vector<torch::Tensor> scan_backward(const torch::Tensor& u, const torch::Te
   auto dh0 = torch::empty({s.batch, s.d, s.N}, u.options());
   auto dA_batch = torch::zeros({s.batch, s.d, s.N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
-    backward_impl<scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+    with_state_size(s.N, [&](auto kN) {
+    backward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
                             B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), maybe<scalar_t>(D),
                             maybe<scalar_t>(z), maybe<scalar_t>(bias), softplus,
                             checkpoints.data_ptr<scalar_t>(), segment, dy.data_ptr<scalar_t>(),
@@ -284,6 +375,7 @@ std::vector<torch::Tensor> scan_backward(const torch::Tensor& u, const torch::Te
                             dA_batch.data_ptr<scalar_t>(), dB.data_ptr<scalar_t>(), dC.data_ptr<scalar_t>(),
                             dD.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(),
                             dh0.data_ptr<scalar_t>());
+    });
   });
   return {du, ddelta, dA_batch.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dz, dbias.sum(0), dh0};
 }
