@@ -257,7 +257,7 @@ def scan_table(
         ours[L] = run_worker(dict(base, L=L, impl="ours", repeats=repeats))
         torch_at[L] = run_worker(dict(base, L=L, impl="torch", repeats=repeats)) if backend != "PyTorch scan" else ours[L]
         if L <= loop_max_L:
-            loop_at[L] = run_worker(dict(base, L=L, impl="loop", repeats=1))
+            loop_at[L] = run_worker(dict(base, L=L, impl="loop", repeats=repeats))
     measured = max(loop_at) if loop_at else None
     for L in sizes:
         o, t = ours[L] or {}, torch_at[L] or {}
@@ -298,7 +298,7 @@ def scan_vs_projections_table(device: str, L: int, loop_L: int, repeats: int, th
     for N in (16, 256):
         base = dict(kind="scan", device=device, batch=b, d=d, N=N, mode="fwd_bwd", threads=threads)
         scan = run_worker(dict(base, L=L, impl="ours", repeats=repeats))
-        loop = run_worker(dict(base, L=loop_L, impl="loop", repeats=1))
+        loop = run_worker(dict(base, L=loop_L, impl="loop", repeats=repeats))
         proj = run_worker(
             dict(kind="projections", device=device, batch=b, d_model=d_model, N=N, L=L, threads=threads,
                  repeats=repeats)

@@ -225,11 +225,11 @@ def mean_spread(values: Sequence[float], fmt: str) -> str:
 def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
     """The Markdown table of finished runs (each family's row over its seeds)."""
     sets = sorted({s for r in runs for s in r.rates}, key=lambda s: (not s.startswith("dev"), s))
-    head = "| family | parameters | s / epoch | " + " | ".join(f"{s} CER % | {s} WER %" for s in sets) + " |"
-    lines = [head, "|---|---:|---:|" + "---:|---:|" * len(sets)]
+    head = "| family | parameters | seeds | s / epoch | " + " | ".join(f"{s} CER % | {s} WER %" for s in sets) + " |"
+    lines = [head, "|---|---:|---:|---:|" + "---:|---:|" * len(sets)]
     for family in dict.fromkeys(r.family for r in runs):
         mine = [r for r in runs if r.family == family]
-        cells = [family, f"{counts[family] / 1e6:.3f} M",
+        cells = [family, f"{counts[family] / 1e6:.3f} M", ",".join(str(r.seed) for r in mine),
                  mean_spread([statistics.fmean(r.epochs) for r in mine], ".0f")]
         for s in sets:
             for unit in ("cer", "wer"):
@@ -237,7 +237,7 @@ def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     seeds = ", ".join(str(s) for s in sorted({r.seed for r in runs}))
-    lines.append(f"Greedy CTC (beam 1), no LM; seeds {seeds}; mean ± half the range over the seeds; seconds "
+    lines.append(f"Greedy CTC (beam 1), no LM; seeds {seeds}; mean ± half the range over a row's seeds; seconds "
                  "per epoch: wall clock of the training part of an epoch (each seed's mean over its epochs).")
     return "\n".join(lines)
 
@@ -289,7 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     common = ["--use_lm", "false", "--nj", str(args.nj)]
     if args.quick:
         common += ["--sizes", quick_sizes()]
-    runs = [Run(f, s, f"compare_{f}_seed{s}_ep{epochs}") for f in families for s in seeds]
+    # seed-major: an interrupted comparison has every family at the first seed before any second
+    runs = [Run(f, s, f"compare_{f}_seed{s}_ep{epochs}") for s in seeds for f in families]
     if not args.table_only:
         note(f"Data preparation in {workdir}")
         demo(workdir, logs / "prepare.log", "--stop_stage", "10", "--asr_config", FAMILIES[families[0]], *common)

@@ -103,10 +103,10 @@ def test_epoch_times_error_rates_and_table(tmp_path):
                         compare.error_rates(tmp_path / d)) for s, d in ((0, "a"), (1, "b"))]
     text = compare.table(runs, {"mh_ssm": 1_067_263})
     lines = text.splitlines()
-    assert lines[0] == "| family | parameters | s / epoch | dev_synth CER % | dev_synth WER % | test_synth CER % | test_synth WER % |"
+    assert lines[0] == "| family | parameters | seeds | s / epoch | dev_synth CER % | dev_synth WER % | test_synth CER % | test_synth WER % |"
     # mean ± half the range over the seeds: epoch means 162.1 and 180.1; dev CER 10, 14; WER 40, 44;
     # test 12.5, 13.5; 45, 47
-    assert lines[2] == "| mh_ssm | 1.067 M | 171 ± 9 | 12.0 ± 2.0 | 42.0 ± 2.0 | 13.0 ± 0.5 | 46.0 ± 1.0 |"
+    assert lines[2] == "| mh_ssm | 1.067 M | 0,1 | 171 ± 9 | 12.0 ± 2.0 | 42.0 ± 2.0 | 13.0 ± 0.5 | 46.0 ± 1.0 |"
     assert "seeds 0, 1;" in lines[4]
 
 
@@ -147,5 +147,6 @@ def test_quick_mode_end_to_end(tmp_path):
     assert sets[0] == "dev_synth" and "test_synth" in sets
     for row in rows:
         cells = row.strip("| ").split(" | ")
-        assert len(cells) == 3 + 2 * len(sets)
-        assert all(float(c) >= 0 for c in cells[2:])  # one seed: plain numbers
+        assert len(cells) == 4 + 2 * len(sets)
+        assert cells[2] == "0"  # the quick mode's one seed
+        assert all(float(c) >= 0 for c in cells[3:])  # one seed: plain numbers
