@@ -81,6 +81,10 @@ if [ -z "${asr_tag}" ]; then
 fi
 asr_exp="exp/asr_${asr_tag}"
 stage_times="exp/demo_stage_times_${asr_tag}.tsv" # "<step>\t<seconds>" per step, for the closing table
+if [ "${stage}" -gt 1 ] || [ "${stop_stage}" -lt 14 ]; then
+    # a partial run times itself apart, so that the whole run's times (the demo's time) stay
+    stage_times="exp/demo_stage_times_${asr_tag}_stages${stage}-${stop_stage}.tsv"
+fi
 mkdir -p exp
 : > "${stage_times}"
 
