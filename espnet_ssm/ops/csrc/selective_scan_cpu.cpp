@@ -1,7 +1,8 @@
 // Selective scan (Mamba's S6) on the CPU: one fused recurrence per (batch, channel), vectorised
 // over the state, parallel over batch x channels; each thread runs its channels block by block
-// in time, so that the B and C rows its channels share are read from cache. The maths and the argument conventions are those of
-// espnet_ssm/ops/selective_scan.py (its pure-PyTorch scan is the reference):
+// in time, so that the B and C rows its channels share are read from cache. The maths and the
+// argument conventions are those of espnet_ssm/ops/selective_scan.py (its pure-PyTorch scan is
+// the reference):
 //
 //   Δ_t = softplus(δ_t + bias) (or δ_t + bias),   a_t[n] = exp(Δ_t A[n]),
 //   h_t[n] = a_t[n] h_{t-1}[n] + Δ_t u_t B_t[n],  y_t = (Σ_n C_t[n] h_t[n] + D u_t) · SiLU(z_t).
