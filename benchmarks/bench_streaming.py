@@ -2,7 +2,7 @@
 """Streaming and long-form benchmarks (issue 6). Prints markdown tables.
 
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
-        [--weights float32 int8 int8-conv] [--paths eager compiled]
+        [--weights float32 int8 int8-conv] [--paths eager compiled captured]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
 
@@ -10,9 +10,11 @@ streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for th
 encoders on one CPU thread, with float32 weights and with int8 dynamic quantization
 (``quantize_asr_model``; ``int8``: Linear layers and pointwise convolutions, ESPnet's default
 ``--quantize_modules Linear``; ``int8-conv``: also the subsampling's Conv2d, ``--quantize_modules
-Linear Conv2d``), each through the eager reference path and with ``compiled`` S4D steps
+Linear Conv2d``), each through the eager reference path, with ``compiled`` S4D steps
 (``use_compiled_steps``: chunks of up to 4 encoder frames through one compiled kernel per
-layer; ``--paths``). Latency per chunk is the compute time of one call (the audio
+layer) and with ``captured`` chunk steps (``use_captured_chunks``: the blocks replayed from a
+trace once the chunk and state shapes repeat; the recogniser's default); ``--paths``.
+Latency per chunk is the compute time of one call (the audio
 itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
 right context).
 
@@ -118,7 +120,8 @@ def build_model_from_conf(conf: dict, workdir: Path):
 def time_stream(s2t, audio, chunk: int, **call_options) -> Tuple[float, List[float]]:
     """Feed ``audio`` to the recogniser in chunks of ``chunk`` samples (after a 2 s warm-up
     stream): (seconds in all, per-chunk latencies in ms)."""
-    s2t.recognize(audio[: FS * 2], chunk)  # warm-up (and compilation)
+    # warm-up (compilation, traces): long enough for a 64-frame attention context to fill
+    s2t.recognize(audio[: FS * 5], chunk)
     lat = []
     t0 = time.perf_counter()
     n = audio.numel()
@@ -153,32 +156,41 @@ def percentile(xs: List[float], q: float) -> float:
 def bench_streaming(args: argparse.Namespace) -> None:
     import torch
 
+    from espnet_ssm.encoders.chunk_capture import use_captured_chunks
     from espnet_ssm.layers.s4d import use_compiled_steps
     from espnet_ssm.streaming import StreamingSpeech2Text
 
     torch.set_num_threads(1)
     audio = synthetic_audio(args.seconds)
-    print(f"\n### Streaming (CTC greedy, 1 CPU thread, {args.seconds:g} s of audio)\n")
-    print("| encoder | params | weights | S4D steps | chunk | RTF | latency/chunk mean | p95 | max |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    # the README's table: one row per encoder, weight type and path, a column pair per chunk
+    # size (RTF below 0.1 in bold); rows are printed as they are measured
+    head = "| encoder | params | weights | path | " + " | ".join(
+        f"{ms} ms chunks: RTF | latency mean / p95" for ms in args.chunks_ms) + " |"
+    print(head)
+    print("|" + "---|" * (4 + 2 * len(args.chunks_ms)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders or STREAMING:
             encoder, conf = ENCODERS[name]
             model = build_model(encoder, conf, Path(tmp) / encoder)
-            params = sum(p.numel() for p in model.parameters()) / 1e6
-            for weights in args.weights:  # one (quantized) copy per weight type
+            params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M"
+            for w, weights in enumerate(args.weights):  # one (quantized) copy per weight type
                 s2t = StreamingSpeech2Text(
                     asr_model=model, token_type="word", beam_size=1,
                     quantize_asr_model=weights != "float32",
                     quantize_modules=["Linear", "Conv2d"] if weights == "int8-conv" else ["Linear"])
-                for ms in args.chunks_ms:
-                    for path in args.paths:  # one after the other: the ratio is in one run
-                        use_compiled_steps(s2t.asr_model.encoder, path == "compiled")
+                for i, path in enumerate(args.paths):
+                    use_compiled_steps(s2t.asr_model.encoder, path == "compiled")
+                    use_captured_chunks(s2t.asr_model.encoder, path == "captured")
+                    cells = []
+                    for ms in args.chunks_ms:
                         seconds, lat = time_stream(s2t, audio, FS * ms // 1000)
-                        rtf = seconds / args.seconds
-                        print(f"| {name} | {params:.1f} M | {weights} | {path} | {ms} ms | "
-                              f"{rtf:.3f} | {sum(lat) / len(lat):.1f} ms | "
-                              f"{percentile(lat, 0.95):.1f} ms | {max(lat):.1f} ms |", flush=True)
+                        rtf = f"{seconds / args.seconds:.3f}"
+                        cells += [f"**{rtf}**" if float(rtf) < 0.1 else rtf,
+                                  f"{sum(lat) / len(lat):.1f} / {percentile(lat, 0.95):.1f} ms"]
+                    first = w == 0 and i == 0
+                    print(f"| {name if first else ''} | {params if first else ''} | "
+                          f"{weights if i == 0 else ''} | {path} | " + " | ".join(cells) + " |",
+                          flush=True)
 
 
 def longform_worker(name: str, minutes: float, mode: str, threads: int) -> None:
@@ -265,8 +277,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     s.add_argument("--weights", nargs="+", default=["float32", "int8", "int8-conv"],
                    choices=["float32", "int8", "int8-conv"])
     s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
-    s.add_argument("--paths", nargs="+", default=["eager", "compiled"],
-                   choices=["eager", "compiled"])
+    s.add_argument("--paths", nargs="+", default=["eager", "compiled", "captured"],
+                   choices=["eager", "compiled", "captured"])
     lf = sub.add_parser("longform")
     lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     lf.add_argument("--mem_cap_gb", type=float, default=12.0)

@@ -43,6 +43,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow_variable_data_keys", type=str2bool, default=False)
     parser.add_argument("--sim_chunk_length", type=int, default=0,
                         help="samples per chunk fed to the recogniser (0: whole recording)")
+    parser.add_argument("--captured_chunks", type=str2bool, default=True,
+                        help="replay the encoder blocks' chunk step from a trace once chunk "
+                             "and state shapes repeat (false: run every chunk eagerly)")
     parser.add_argument("--compiled_steps", type=str2bool, default=False,
                         help="run S4D layers on short chunks (up to 4 encoder frames, CPU) "
                              "through one compiled kernel (compiles on the first chunks)")
@@ -83,6 +86,7 @@ def inference(args: argparse.Namespace) -> None:
     check_args(args)
     set_all_random_seed(args.seed)
     s2t = StreamingSpeech2Text(ctc_weight=args.ctc_weight, nbest=args.nbest,
+                               captured_chunks=args.captured_chunks,
                                compiled_steps=args.compiled_steps,
                                **cli_io.recognizer_options(args))
     total_audio = total_time = 0.0

@@ -31,6 +31,7 @@ from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 from espnet.nets.pytorch_backend.transformer.repeat import repeat
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
+from espnet_ssm.encoders.chunk_capture import ChunkCapture
 from espnet_ssm.encoders.options import EncoderConfigError
 from espnet_ssm.encoders.options import (
     EncoderOptions,
@@ -132,6 +133,8 @@ class SSMEncoderBase(AbsEncoder):
         self.causal = o.causal
         self.attention_left_context = getattr(o, "attention_left_context", -1)
         self.encoders = repeat(o.num_blocks, lambda _: self.build_block(o))
+        # streaming: the blocks' chunk step replayed from traces (use_captured_chunks), or None
+        self.chunk_capture: Optional[ChunkCapture] = None
         self.finish_build(o)
 
     def output_size(self) -> int:
@@ -291,15 +294,27 @@ class SSMEncoderBase(AbsEncoder):
             raise ValueError(f"{type(self).__name__}.forward_chunk: non-finite (NaN or Inf) "
                              "input features")
         x, input_state = self.embed.forward_chunk(xs, state.input)
-        blocks = list(state.blocks)
+        blocks = state.blocks
         if x.size(1):
-
-            def run(i: int, block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
-                y, blocks[i] = block.forward_chunk(h, blocks[i])
-                return y
-
-            x = self._run_blocks(x, run, self.after_norm, ctc)
+            capture = getattr(self, "chunk_capture", None)  # absent in older pickles
+            if capture is not None:
+                x, blocks = capture.run(self, self._blocks_chunk, x, blocks, ctc)
+            else:
+                x, blocks = self._blocks_chunk(x, blocks, ctc)
         return x, (None if is_final else EncoderStreamState(input_state, blocks))
+
+    def _blocks_chunk(
+        self, x: torch.Tensor, blocks: List[Any], ctc: Optional[torch.nn.Module]
+    ) -> Tuple[torch.Tensor, List[Any]]:
+        """The blocks (and the final norm) on a chunk of encoder frames, each continuing from
+        its state in ``blocks``; returns the output and the blocks' new states."""
+        blocks = list(blocks)
+
+        def run(i: int, block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+            y, blocks[i] = block.forward_chunk(h, blocks[i])
+            return y
+
+        return self._run_blocks(x, run, self.after_norm, ctc), blocks
 
     def streaming_obstacle(self) -> Optional[str]:
         """Why this encoder cannot stream as configured (``causal: false``), or None."""

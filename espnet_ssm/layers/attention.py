@@ -116,12 +116,12 @@ class SelfAttention(torch.nn.Module):
         """Causal attention of the chunk x (B, t, D) over the cached frames and itself ->
         ((B, t, D), the cache for the next chunk)."""
         require_streamable(self)
-        attn, t = self.attn, x.size(1)
+        attn, t = self.attn, int(x.size(1))  # int(): a size is a tensor while tracing
         q, k, v = attn.forward_qkv(x, x, x)  # (B, h, t, d_k)
         if cache is not None and cache.key is not None:
             k = torch.cat([cache.key, k], dim=2)
             v = torch.cat([cache.value, v], dim=2)
-        c = k.size(2) - t  # cached frames
+        c = int(k.size(2)) - t  # cached frames (int(): a size is a tensor while tracing)
         # query i (chunk position) sits at key position c + i; its distance to key j is c + i - j
         dist = (torch.arange(t, device=x.device)[:, None] + c) - torch.arange(c + t, device=x.device)
         allowed = dist >= 0
@@ -138,10 +138,10 @@ class SelfAttention(torch.nn.Module):
         else:
             scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(attn.d_k)
         out = attn.forward_attention(v, scores, allowed[None])
-        keep = k.size(2) if self.left_context < 0 else min(self.left_context, k.size(2))
+        keep = c + t if self.left_context < 0 else min(self.left_context, c + t)
         if keep == 0:
             return out, AttentionCache()
-        return out, AttentionCache(k[:, :, k.size(2) - keep:], v[:, :, v.size(2) - keep:])
+        return out, AttentionCache(k[:, :, c + t - keep:], v[:, :, c + t - keep:])
 
     def _projected_distances(self, max_distance: int, like: torch.Tensor) -> torch.Tensor:
         """:math:`P\,e(r)` per head for r = 0 .. max_distance, (heads, R + 1, d_k).

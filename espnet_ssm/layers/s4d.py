@@ -216,7 +216,8 @@ class S4D(torch.nn.Module):
             return x, state
         recording = torch.is_grad_enabled() and self.log_dt.requires_grad
         if self.compiled_steps and l <= self.LOOP_FRAMES and not recording \
-                and x.device.type == "cpu" and x.dtype == self.log_dt.dtype:
+                and x.device.type == "cpu" and x.dtype == self.log_dt.dtype \
+                and not torch.jit.is_tracing():  # a captured chunk step records the loop
             return self._planar_steps(x, state)
         if state.dim() == 4:  # the planar state of the compiled path, back to complex
             state = torch.complex(state[:, 0], state[:, 1])

@@ -41,7 +41,7 @@ class WeightCache(Generic[T]):
         key = (weights_key(tensors), extra)
         if key != self._key:
             with torch.no_grad():
-                self._value = build()
+                self._value = _detached(build())
             self._key = key
         return self._value  # type: ignore[return-value]
 
@@ -54,3 +54,17 @@ class WeightCache(Generic[T]):
 
     def __getstate__(self) -> dict:
         return {"_key": None, "_value": None}
+
+
+def _detached(value: Any) -> Any:
+    """``value`` with its tensors detached: a view of a parameter made under ``no_grad`` still
+    reports ``requires_grad``, and a cached value must not look like part of a graph (a trace
+    records cached values as constants, which may not require grad)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, tuple):
+        items = [_detached(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_detached(v) for v in value]
+    return value

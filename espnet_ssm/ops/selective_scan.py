@@ -312,11 +312,15 @@ def _cpu_kernel(fn: str, backend: str, device: torch.device):
     if backend == "cpu":
         if device.type != "cpu":
             raise ValueError(f"{fn}: backend='cpu' needs CPU tensors, got {device}")
+        if torch.jit.is_tracing():
+            raise ValueError(f"{fn}: backend='cpu' cannot be traced (a trace records torch "
+                             "operations only); use backend='auto' or 'torch'")
         try:
             return selective_scan_cpu.require()
         except selective_scan_cpu.KernelUnavailable as e:
             raise ValueError(f"{fn}: backend='cpu': {e}") from None
-    if backend == "auto" and device.type == "cpu":
+    if backend == "auto" and device.type == "cpu" and not torch.jit.is_tracing():
+        # (a trace would record the compiled kernel's outputs as constants)
         return selective_scan_cpu.kernel()
     return None
 
@@ -374,7 +378,7 @@ def _compiled_scan(kernel, u, delta, A, B, C, D, z, delta_bias, softplus, initia
 
 
 def _auto_chunk(state_elements: int) -> int:
-    target = max(1, CHUNK_ELEMENTS // max(1, state_elements))
+    target = max(1, CHUNK_ELEMENTS // max(1, int(state_elements)))  # int(): traced sizes
     return min(64, max(2, 1 << (target.bit_length() - 1)))
 
 
