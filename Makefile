@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 setup: system-deps $(STAMP)
 	@# the compiled CPU selective scan (optional: without a compiler the PyTorch scan is used)
-	@$(PY) espnet_ssm/ops/selective_scan_cpu.py
+	@$(PY) espnet_ssm/ops/cpu_kernels.py
 
 system-deps:
 	@bash tools/system_deps.sh

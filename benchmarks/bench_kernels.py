@@ -314,7 +314,7 @@ def _default_backend(device: str) -> str:
     if device != "cpu":
         return "mamba_ssm's fused kernel when installed, else the PyTorch scan"
     _import_ops()
-    kernel = importlib.import_module("espnet_ssm.ops.selective_scan_cpu").kernel()
+    kernel = importlib.import_module("espnet_ssm.ops.cpu_kernels").kernel()
     return "compiled CPU kernel" if kernel is not None else "PyTorch scan"
 
 

@@ -2,7 +2,7 @@
 """Streaming and long-form benchmarks (issue 6). Prints markdown tables.
 
     python benchmarks/bench_streaming.py streaming [--seconds 30] [--chunks_ms 160 640]
-        [--weights float32 int8 int8-conv] [--paths eager compiled captured]
+        [--weights float32 int8 int8-conv] [--paths eager captured]
     python benchmarks/bench_streaming.py longform [--minutes 1 10 60] [--mem_cap_gb 12]
         [--time_cap_s 1800] [--encoders mh_ssm_causal conformer ...]
 
@@ -10,10 +10,10 @@ streaming: RTF and per-chunk latency of StreamingSpeech2Text (CTC greedy) for th
 encoders on one CPU thread, with float32 weights and with int8 dynamic quantization
 (``quantize_asr_model``; ``int8``: Linear layers and pointwise convolutions, ESPnet's default
 ``--quantize_modules Linear``; ``int8-conv``: also the subsampling's Conv2d, ``--quantize_modules
-Linear Conv2d``), each through the eager reference path, with ``compiled`` S4D steps
-(``use_compiled_steps``: chunks of up to 4 encoder frames through one compiled kernel per
-layer) and with ``captured`` chunk steps (``use_captured_chunks``: the blocks replayed from a
-trace once the chunk and state shapes repeat; the recogniser's default); ``--paths``.
+Linear Conv2d``), each through the eager path and with ``captured`` chunk steps
+(``use_captured_chunks``: the blocks replayed from a trace once the chunk and state shapes
+repeat; the recogniser's default); ``--paths``. Both run S4D chunks through the compiled
+operator (``torch.ops.espnet_ssm.s4d_planar_steps``) when it is built.
 Latency per chunk is the compute time of one call (the audio
 itself adds the chunk duration plus the look-ahead: half an STFT window and the subsampling's
 right context).
@@ -157,7 +157,6 @@ def bench_streaming(args: argparse.Namespace) -> None:
     import torch
 
     from espnet_ssm.encoders.chunk_capture import use_captured_chunks
-    from espnet_ssm.layers.s4d import use_compiled_steps
     from espnet_ssm.streaming import StreamingSpeech2Text
 
     torch.set_num_threads(1)
@@ -179,7 +178,6 @@ def bench_streaming(args: argparse.Namespace) -> None:
                     quantize_asr_model=weights != "float32",
                     quantize_modules=["Linear", "Conv2d"] if weights == "int8-conv" else ["Linear"])
                 for i, path in enumerate(args.paths):
-                    use_compiled_steps(s2t.asr_model.encoder, path == "compiled")
                     use_captured_chunks(s2t.asr_model.encoder, path == "captured")
                     cells = []
                     for ms in args.chunks_ms:
@@ -277,8 +275,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     s.add_argument("--weights", nargs="+", default=["float32", "int8", "int8-conv"],
                    choices=["float32", "int8", "int8-conv"])
     s.add_argument("--encoders", nargs="+", choices=list(ENCODERS))
-    s.add_argument("--paths", nargs="+", default=["eager", "compiled", "captured"],
-                   choices=["eager", "compiled", "captured"])
+    s.add_argument("--paths", nargs="+", default=["eager", "captured"],
+                   choices=["eager", "captured"])
     lf = sub.add_parser("longform")
     lf.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     lf.add_argument("--mem_cap_gb", type=float, default=12.0)

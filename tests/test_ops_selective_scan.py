@@ -296,7 +296,7 @@ def test_fused_cuda_kernel_matches_torch_path(groups):
 
 
 # --------------------------------------------------------------------------- compiled CPU kernel
-kernel_module = importlib.import_module("espnet_ssm.ops.selective_scan_cpu")
+kernel_module = importlib.import_module("espnet_ssm.ops.cpu_kernels")
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--captured_chunks", type=str2bool, default=True,
                         help="replay the encoder blocks' chunk step from a trace once chunk "
                              "and state shapes repeat (false: run every chunk eagerly)")
-    parser.add_argument("--compiled_steps", type=str2bool, default=False,
-                        help="run S4D layers on short chunks (up to 4 encoder frames, CPU) "
-                             "through one compiled kernel (compiles on the first chunks)")
     parser.add_argument("--lm_train_config", type=str, help="not supported")
     parser.add_argument("--lm_file", type=str, help="not supported")
     parser.add_argument("--batch_size", type=int, default=1, help="must be 1")
@@ -87,7 +84,6 @@ def inference(args: argparse.Namespace) -> None:
     set_all_random_seed(args.seed)
     s2t = StreamingSpeech2Text(ctc_weight=args.ctc_weight, nbest=args.nbest,
                                captured_chunks=args.captured_chunks,
-                               compiled_steps=args.compiled_steps,
                                **cli_io.recognizer_options(args))
     total_audio = total_time = 0.0
     with DatadirWriter(args.output_dir) as writer:

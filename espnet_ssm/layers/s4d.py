@@ -16,10 +16,13 @@ Modes of operation:
 - streaming (causal only): ``forward_chunk`` on chunks of any size (``step``: one frame); the
   carried state is the SSM state x (complex for complex A) or, for REP, the last k-1 inputs.
   The discretisation and the short-chunk tables are computed once per weight version. Both
-  equal ``forward`` on the concatenated input. :func:`use_compiled_steps` (opt-in) runs chunks
-  of up to ``LOOP_FRAMES`` frames (CPU, inference) through one ``torch.compile``d kernel, the
-  frame loop in real arithmetic (``ops.s4d_planar_steps``), instead of about ten small
-  operations per frame; the frame loop stays the reference.
+  equal ``forward`` on the concatenated input. On the CPU (inference), chunks of up to
+  ``TABLE_FRAMES`` frames run through the compiled operator
+  ``torch.ops.espnet_ssm.s4d_planar_steps`` (``ops/csrc/s4d_steps_cpu.cpp``: the frame loop in
+  real arithmetic, one fused loop per channel) instead of about ten small operations per frame,
+  the state of a complex SSM then carried as its real and imaginary planes; without the compiled
+  library the frame loop (``ops.s4d_step``) and the closed form (``ops.s4d_short_chunk``) run,
+  and stay the reference.
 
 Parameters are stored as real tensors (complex ones through ``view_as_real``) so that ESPnet's
 checkpoint averaging and any optimizer handle them: ``log_dt`` (H,), ``log_A_real`` (H, N) with
@@ -31,7 +34,6 @@ conjugate pairs (no factor 2), so ``d_state`` counts modes; S4D-Real has N real 
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -49,7 +51,6 @@ from espnet_ssm.ops import (
     s4d_discretize,
     s4d_init,
     s4d_kernel,
-    s4d_planar_steps,
     s4d_short_chunk,
     s4d_short_chunk_tables,
     s4d_step,
@@ -57,6 +58,7 @@ from espnet_ssm.ops import (
     two_sided_depthwise_conv,
     zero_padded,
 )
+from espnet_ssm.ops.cpu_kernels import s4d_steps_op
 from espnet_ssm.ops.tensor_checks import check_choice, check_frames
 
 
@@ -115,10 +117,7 @@ class S4D(torch.nn.Module):
             if p is not None:
                 set_optim_hint(p, weight_decay=0.0, lr=lr)
         self._weight_cache: WeightCache = WeightCache()  # streaming's discretised form
-        self._planar_cache: WeightCache = WeightCache()  # its real planes, for compiled steps
-        # chunks of up to LOOP_FRAMES frames through one compiled kernel (CPU, inference);
-        # switched on by use_compiled_steps, off by default (the first call compiles)
-        self.compiled_steps = False
+        self._planar_cache: WeightCache = WeightCache()  # its real planes, for the compiled op
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -199,10 +198,12 @@ class S4D(torch.nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """A chunk x (B, l, H) continuing from ``state`` (None: zeros) -> (y (B, l, H), new state).
 
-        Chunks of up to ``LOOP_FRAMES`` frames run the recurrence frame by frame, up to
-        ``TABLE_FRAMES`` in closed form from per-layer tables (``ops.s4d_short_chunk``), longer
-        ones (and any chunk while autograd records) blocked (``ops.s4d_chunk``); all continue
-        the same state, so chunk sizes may vary freely.
+        Chunks of up to ``TABLE_FRAMES`` frames on the CPU go through the compiled operator
+        (when the library is built; see the module docstring); otherwise chunks of up to
+        ``LOOP_FRAMES`` frames run the recurrence frame by frame, up to ``TABLE_FRAMES`` in
+        closed form from per-layer tables (``ops.s4d_short_chunk``); longer ones (and any chunk
+        while autograd records) are blocked (``ops.s4d_chunk``). All continue the same state,
+        so chunk sizes may vary freely.
         """
         self._check_input("forward_chunk", x, 3)
         require_streamable(self)
@@ -215,11 +216,12 @@ class S4D(torch.nn.Module):
         if l == 0:
             return x, state
         recording = torch.is_grad_enabled() and self.log_dt.requires_grad
-        if self.compiled_steps and l <= self.LOOP_FRAMES and not recording \
-                and x.device.type == "cpu" and x.dtype == self.log_dt.dtype \
-                and not torch.jit.is_tracing():  # a captured chunk step records the loop
-            return self._planar_steps(x, state)
-        if state.dim() == 4:  # the planar state of the compiled path, back to complex
+        if l <= self.TABLE_FRAMES and not recording and x.device.type == "cpu" \
+                and x.dtype == self.log_dt.dtype:
+            op = s4d_steps_op()
+            if op is not None:
+                return self._planar_steps(op, x, state)
+        if state.dim() == 4:  # the planar state of the compiled op, back to complex
             state = torch.complex(state[:, 0], state[:, 1])
         if l > self.TABLE_FRAMES or recording:
             A, B, C = self._ssm()
@@ -237,9 +239,10 @@ class S4D(torch.nn.Module):
             ys.append(y)
         return torch.stack(ys, dim=1), state
 
-    # Measured on one CPU thread (H = 512, N = 32 complex; bench_kernels.py --tables short):
-    # frame loop vs closed form 281 vs 309 us at 4 frames, 542 vs 374 at 8, 1038 vs 593 at 16;
-    # inside a whole encoder the tables' memory traffic made 4-frame chunks slower still.
+    # Without the compiled op. Measured on one CPU thread (H = 512, N = 32 complex;
+    # bench_kernels.py --tables short): frame loop vs closed form 281 vs 309 us at 4 frames,
+    # 542 vs 374 at 8, 1038 vs 593 at 16; inside a whole encoder the tables' memory traffic
+    # made 4-frame chunks slower still.
     LOOP_FRAMES = 4
     TABLE_FRAMES = 16
 
@@ -257,11 +260,11 @@ class S4D(torch.nn.Module):
 
         return self._weight_cache.get(list(self.parameters()), build)
 
-    # ------------------------------------------------------------------ compiled steps
+    # ------------------------------------------------------------------ compiled op
     def _planar_steps(
-        self, x: torch.Tensor, state: torch.Tensor
+        self, op: Callable, x: torch.Tensor, state: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The frame loop as one compiled kernel (``ops.s4d_planar_steps``); a complex SSM's
+        """A chunk through the compiled operator ``op`` (``s4d_planar_steps``); a complex SSM's
         state is carried as its (B, 2, H, N) planes, which the other paths convert back."""
         dA, dB, C = self._planar_cache.get(list(self.parameters()), self._planar_weights)
         if dA.dim() == 3 and state.dim() == 3:  # complex state from another path (or zeros)
@@ -269,7 +272,7 @@ class S4D(torch.nn.Module):
                 else torch.stack([state, torch.zeros_like(state)], dim=1)
         elif dA.dim() == 2 and state.is_complex():  # a real SSM's state from the blocked path
             state = state.real
-        return _compiled_planar_steps()(x, state, dA, dB, C, self.D)
+        return op(x, state, dA, dB, C, self.D)
 
     def _planar_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Ā, B̄, C) as contiguous (2, H, N) real/imaginary planes, or (H, N) when real."""
@@ -304,41 +307,3 @@ class S4D(torch.nn.Module):
             f"discretization={self.discretization}, bidirectional={self.bidirectional}, "
             f"kernel_size={self.kernel_size}"
         )
-
-
-# ---------------------------------------------------------------------- compiled steps
-_compiled: Optional[Callable] = None
-
-
-def _compiled_planar_steps() -> Callable:
-    """``s4d_planar_steps`` through ``torch.compile`` (inductor: C++ from gcc), made once per
-    process; each chunk length and layer shape compiles on first use (a few seconds), later
-    processes reuse inductor's on-disk cache. Where compiling fails, the same function runs
-    eagerly (with a warning)."""
-    global _compiled
-    if _compiled is None:
-        compiled = torch.compile(s4d_planar_steps, dynamic=False)
-
-        def run(*args):
-            global _compiled
-            try:
-                return compiled(*args)
-            except Exception as e:  # no compiler, unsupported platform: stay correct
-                logging.warning("S4D compiled steps unavailable (%s: %s); running them eagerly",
-                                type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-                _compiled = s4d_planar_steps
-                return s4d_planar_steps(*args)
-
-        _compiled = run
-    return _compiled
-
-
-def use_compiled_steps(model: torch.nn.Module, enabled: bool = True) -> int:
-    """Run every S4D layer of ``model`` on short streaming chunks (up to ``S4D.LOOP_FRAMES``
-    frames, CPU, inference) through one compiled kernel instead of the frame loop; returns the
-    number of layers switched. The frame loop stays the reference (equal within float32
-    rounding, ``tests/test_streaming_fast.py``)."""
-    layers = [m for m in model.modules() if isinstance(m, S4D)]
-    for m in layers:
-        m.compiled_steps = enabled
-    return len(layers)

@@ -29,7 +29,7 @@ batch·d·N = 32768), and O(batch·d·N·T) for one chunk without autograd: neve
 The scan runs in float32 (float64 for float64 inputs) with autocast disabled; y is returned in
 u's dtype and the last state in the compute dtype (as mamba_ssm does).
 
-Backends (``backend``): on the CPU, the compiled kernel of :mod:`.selective_scan_cpu` (one fused
+Backends (``backend``): on the CPU, the compiled kernel of :mod:`.cpu_kernels` (one fused
 loop per channel, vectorised over the state, parallel over batch x channels; backward by
 recomputing segments of S = max(64, N) frames from saved states) whenever it could be built;
 on CUDA, mamba_ssm's fused kernel when that optional package is importable; everywhere else,
@@ -44,7 +44,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from espnet_ssm.ops import selective_scan_cpu
+from espnet_ssm.ops import cpu_kernels
 from espnet_ssm.ops.tensor_checks import check_choice, check_optional, check_tensor
 
 BACKENDS = ("auto", "torch", "cpu", "mamba_ssm")
@@ -316,12 +316,12 @@ def _cpu_kernel(fn: str, backend: str, device: torch.device):
             raise ValueError(f"{fn}: backend='cpu' cannot be traced (a trace records torch "
                              "operations only); use backend='auto' or 'torch'")
         try:
-            return selective_scan_cpu.require()
-        except selective_scan_cpu.KernelUnavailable as e:
+            return cpu_kernels.require()
+        except cpu_kernels.KernelUnavailable as e:
             raise ValueError(f"{fn}: backend='cpu': {e}") from None
     if backend == "auto" and device.type == "cpu" and not torch.jit.is_tracing():
         # (a trace would record the compiled kernel's outputs as constants)
-        return selective_scan_cpu.kernel()
+        return cpu_kernels.kernel()
     return None
 
 

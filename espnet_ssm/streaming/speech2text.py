@@ -31,7 +31,6 @@ import torch
 
 from espnet_ssm.encoders.chunk_capture import use_captured_chunks
 from espnet_ssm.streaming.decoding import AttentionRescorer, Recognition, is_transducer
-from espnet_ssm.layers.s4d import use_compiled_steps
 from espnet_ssm.layers.streaming import StreamingNotSupported, check_streamable
 from espnet_ssm.streaming.frontend import StreamingFrontend, check_waveform
 from espnet_ssm.streaming.recognizer import (  # noqa: F401  (re-exported)
@@ -54,10 +53,6 @@ class StreamingSpeech2Text(Recognizer):
             (:func:`~espnet_ssm.encoders.chunk_capture.use_captured_chunks`): the same
             operations without Python's cost per operation, about twice as fast at 160 ms; the
             first repeated shape is traced once (about a second for a paper-size model).
-        compiled_steps: run the S4D layers' short chunks (up to 4 encoder frames, CPU) through
-            one compiled kernel instead of the frame loop
-            (:func:`~espnet_ssm.layers.s4d.use_compiled_steps`; the first chunks compile, a few
-            seconds per layer shape; equal to the eager path within float32 rounding).
         ctc_weight: 1.0 = CTC only; < 1 rescores the final n-best with the attention decoder
             (``ctc_weight * ctc + (1 - ctc_weight) * attention``). Transducer models are
             decoded by their transducer search (``beam_size``, ``transducer_conf``).
@@ -74,7 +69,6 @@ class StreamingSpeech2Text(Recognizer):
         asr_model_file: Optional[PathLike] = None,
         ctc_weight: float = 1.0,
         captured_chunks: bool = True,
-        compiled_steps: bool = False,
         **options,
     ):
         super().__init__(asr_train_config, asr_model_file, **options)
@@ -85,8 +79,6 @@ class StreamingSpeech2Text(Recognizer):
                 "(no forward_chunk); long-form recognition works with any encoder"
             )
         check_streamable(asr_model.encoder)
-        if compiled_steps:  # sets the flag on the model's layers (the given model's, unquantized)
-            use_compiled_steps(asr_model.encoder)
         use_captured_chunks(asr_model.encoder, captured_chunks)
         self.frontend = StreamingFrontend(asr_model.frontend, asr_model.normalize)
         self.rescorer = None
