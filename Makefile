@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps test test-all demo bench figures freeze clean
 
 setup: system-deps $(STAMP)
-	@# the compiled CPU selective scan (optional: without a compiler the PyTorch scan is used)
+	@# the compiled CPU kernels, selective scan and S4D steps (optional: without a compiler the
+	@# PyTorch paths are used)
 	@$(PY) espnet_ssm/ops/cpu_kernels.py
 
 system-deps:
