@@ -75,6 +75,8 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_ssm", "espnet_ssm.*"]),
+    # the C++ sources of the CPU kernels, compiled on first use (espnet_ssm/ops/cpu_kernels.py)
+    package_data={"espnet_ssm.ops": ["csrc/*.cpp"]},
     # The stdlib-only start-up hook, a top-level module so that importing it does not import
     # espnet_ssm/__init__.py (which imports ESPnet).
     py_modules=["_espnet_ssm_autoregister"],

@@ -165,7 +165,7 @@ class ChunkCapture:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # TracerWarnings: shapes are in the signature
-                traced = torch.jit.trace(step.eval(), (x, *leaves), check_trace=False)
+                traced = torch.jit.trace(step, (x, *leaves), check_trace=False)
         except Exception as e:  # noqa: BLE001 (any failure: the eager path stays correct)
             logging.warning("chunk capture: running %s eagerly for chunks of shape %s (%s: %s)",
                             type(encoder).__name__, tuple(x.shape), type(e).__name__,
