@@ -48,14 +48,14 @@ class StreamingSpeech2Text(Recognizer):
     Args:
         asr_train_config: the model's ``config.yaml`` (or pass ``asr_model``).
         asr_model_file: its weights (loaded strictly).
+        ctc_weight: 1.0 = CTC only; < 1 rescores the final n-best with the attention decoder
+            (``ctc_weight * ctc + (1 - ctc_weight) * attention``). Transducer models are
+            decoded by their transducer search (``beam_size``, ``transducer_conf``).
         captured_chunks: replay the encoder blocks' chunk step from a trace of their own code
             once the chunk and state shapes repeat
             (:func:`~espnet_ssm.encoders.chunk_capture.use_captured_chunks`): the same
             operations without Python's cost per operation, about twice as fast at 160 ms; the
             first repeated shape is traced once (about a second for a paper-size model).
-        ctc_weight: 1.0 = CTC only; < 1 rescores the final n-best with the attention decoder
-            (``ctc_weight * ctc + (1 - ctc_weight) * attention``). Transducer models are
-            decoded by their transducer search (``beam_size``, ``transducer_conf``).
         **options: the model and search options of
             :class:`~espnet_ssm.streaming.recognizer.Recognizer` (``asr_model``,
             ``token_type``, ``bpemodel``, ``beam_size``, ``nbest``, ``length_bonus``,
