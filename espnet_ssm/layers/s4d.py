@@ -217,7 +217,7 @@ class S4D(torch.nn.Module):
             return x, state
         recording = torch.is_grad_enabled() and self.log_dt.requires_grad
         if l <= self.TABLE_FRAMES and not recording and x.device.type == "cpu" \
-                and x.dtype == self.log_dt.dtype:
+                and x.dtype == self.log_dt.dtype and x.dtype in (torch.float32, torch.float64):
             op = s4d_steps_op()
             if op is not None:
                 return self._planar_steps(op, x, state)
