@@ -118,7 +118,7 @@ def build_model_from_conf(conf: dict, workdir: Path):
 
 
 def time_stream(s2t, audio, chunk: int, **call_options) -> Tuple[float, List[float]]:
-    """Feed ``audio`` to the recogniser in chunks of ``chunk`` samples (after a 2 s warm-up
+    """Feed ``audio`` to the recogniser in chunks of ``chunk`` samples (after a 5 s warm-up
     stream): (seconds in all, per-chunk latencies in ms)."""
     # warm-up (compilation, traces): long enough for a 64-frame attention context to fill
     s2t.recognize(audio[: FS * 5], chunk)

@@ -5,9 +5,9 @@
 * ``csrc/s4d_steps_cpu.cpp``: S4D on short streaming chunks, registered as the torch operator
   ``torch.ops.espnet_ssm.s4d_planar_steps`` when the library is loaded (:func:`s4d_steps_op`).
 
-Both are compiled into one library on the machine that runs it (``torch.utils.cpp_extension.load``, cached
-by torch under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, rebuilt when the
-source changes). ``make setup`` builds it ahead of time (``python -m
+Both are compiled into one library on the machine that runs it
+(``torch.utils.cpp_extension.load``, cached by torch under ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``, rebuilt when a source changes). ``make setup`` builds it ahead of time (``python -m
 espnet_ssm.ops.cpu_kernels``); otherwise the first use builds it, which takes about a
 minute. Without a C++ compiler (or with ``ESPNET_SSM_CPU_KERNEL=0``) :func:`kernel` and
 :func:`s4d_steps_op` return None, the pure-PyTorch paths (the scan of
@@ -25,8 +25,9 @@ from types import ModuleType
 from typing import Callable, Optional
 
 NAME = "espnet_ssm_cpu_kernels"
-SOURCES = [Path(__file__).with_name("csrc") / f for f in ("selective_scan_cpu.cpp", "s4d_steps_cpu.cpp")]
-ENV_SWITCH = "ESPNET_SSM_CPU_KERNEL"  # "0" turns the kernel off
+SOURCES = [Path(__file__).with_name("csrc") / f
+           for f in ("selective_scan_cpu.cpp", "s4d_steps_cpu.cpp")]
+ENV_SWITCH = "ESPNET_SSM_CPU_KERNEL"  # "0" turns the kernels off
 # -ffast-math lets the compiler use glibc's vector exp in the loops over the state
 CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 class KernelUnavailable(RuntimeError):
-    """The compiled CPU scan was asked for explicitly but cannot be built or loaded."""
+    """The compiled CPU kernels were asked for explicitly but cannot be built or loaded."""
 
 
 def _put_ninja_on_path() -> None:
@@ -86,8 +87,9 @@ def _load() -> tuple:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         warnings.warn(
             f"espnet_ssm: the compiled CPU kernels are unavailable ({type(e).__name__}: {reason}); "
-            "Mamba layers use the slower pure-PyTorch scan and S4D streams frame by frame. It needs a C++ compiler (g++) and ninja "
-            f"(`pip install ninja`); `make setup` builds it. Set {ENV_SWITCH}=0 to silence this.",
+            "Mamba layers use the slower pure-PyTorch scan and S4D streams frame by frame. They "
+            "need a C++ compiler (g++) and ninja (`pip install ninja`); `make setup` builds them. "
+            f"Set {ENV_SWITCH}=0 to silence this.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -119,7 +121,7 @@ def require() -> ModuleType:
 
 
 def main() -> int:
-    """Build (or find) the kernel; print where it stands. Exit 0 either way: it is optional."""
+    """Build (or find) the kernels; print where they stand. Exit 0 either way: optional."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -212,8 +212,8 @@ def s4d_planar_steps(
     """l recurrent steps in real arithmetic on planar (real, imaginary) arrays, no checks.
 
     The same maths as l calls of :func:`s4d_step`, written with real element-wise operations
-    only, so that a compiler can fuse the whole loop into one kernel (``torch.compile`` does
-    not generate code for complex operations). A complex SSM passes ``dA``, ``dB``, ``C`` as
+    only: the reference of the compiled operator ``torch.ops.espnet_ssm.s4d_planar_steps``
+    (``csrc/s4d_steps_cpu.cpp``), which S4D layers use on the CPU. A complex SSM passes ``dA``, ``dB``, ``C`` as
     (2, H, N) planes (real part, imaginary part) and its state as (B, 2, H, N); a real SSM
     passes (H, N) and (B, H, N).
 
