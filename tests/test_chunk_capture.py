@@ -58,6 +58,24 @@ def test_captured_stream_equals_eager_stream(name, conf, rng):
     torch.testing.assert_close(again, ref, atol=ATOL, rtol=0)
 
 
+def test_a_limited_attention_context_replays_from_the_third_chunk():
+    """The attention cache has its steady shape from the first chunk (masked empty slots), so a
+    young stream, whose context is still filling, replays too."""
+    enc = build("ssm_conformer", dict(attention_heads=2, attention_left_context=40))
+    factor = enc.embed.subsampling.factor
+    n_chunks = 12  # 12 frames: far fewer than the 40-frame context
+    xs = torch.randn(1, enc.embed.subsampling.min_frames + factor * (n_chunks - 1), D_IN)
+    sizes = [enc.embed.subsampling.min_frames] + [factor] * (n_chunks - 1)
+    with torch.inference_mode():
+        ref = stream_fixed(enc, xs, sizes)
+        use_captured_chunks(enc)
+        got = stream_fixed(enc, xs, sizes)
+    # chunk 1 has no state and chunk 2 shows the steady signature once: eager; the last chunk
+    # (is_final) has the same shapes and replays
+    assert enc.chunk_capture.replays == n_chunks - 2
+    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
 def _mh_ssm():
     return build("mh_ssm", dict(num_heads=4, bidirectional=False, d_state=8))
 

@@ -79,8 +79,11 @@ def test_cached_attention_equals_causal_offline_attention(kind, left_context, rn
             y, cache = attn.forward_chunk(x[:, start : start + n], cache)
             outs.append(y)
             start += n
-            if left_context >= 0:
-                assert cache.key is None or cache.key.size(2) <= left_context
+            if left_context > 0:  # the steady shape from the first chunk on
+                assert cache.key.size(2) == left_context == cache.filled.numel()
+                assert int(cache.filled.sum()) == min(start, left_context)
+            elif left_context == 0:
+                assert cache.key is None
     torch.testing.assert_close(torch.cat(outs, dim=1), ref, atol=ATOL, rtol=0)
 
 

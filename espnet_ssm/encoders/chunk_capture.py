@@ -12,9 +12,10 @@ stays equal to the eager path (``tests/test_chunk_capture.py`` checks every fami
 Rules that keep a replay equal to running the modules:
 
 * a signature is traced when two chunks in a row have it: the first and last chunks of a
-  stream (no state yet, a shorter chunk) run eagerly, and so does a stream whose state still
-  grows (attention filling its left context) until its state has its steady shape; an
-  unlimited left context never repeats and always runs eagerly;
+  stream (no state yet, a shorter chunk) run eagerly; states keep their steady shapes from the
+  first chunk on (a limited attention context is a fixed cache with a mask of the frames that
+  exist), so a stream replays from its third chunk; an unlimited left context grows, never
+  repeats and always runs eagerly;
 * whatever in a state is not a tensor (None, ints) is part of the signature;
 * a trace holds what the layers derive from their weights (S4D's discretisation, attention's
   distance table) as constants, so all traces are dropped when any parameter or buffer of the

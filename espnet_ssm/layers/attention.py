@@ -19,14 +19,18 @@ after that cache,
 where the positional term (u, v', P of ``RelPositionMultiHeadedAttention``, e(r) the row of
 ESPnet's latest ``RelPositionalEncoding`` table for distance r) is present only for
 ``rel_selfattn``; ``selfattn`` has :math:`s_{ij} = q_i \cdot k_j / \sqrt{d_k}`. Masked scores are
-filled and zeroed by ESPnet's ``forward_attention``, as offline. With an unlimited left context
-(L = -1) the cache keeps every frame: cost and memory then grow with the stream.
+filled and zeroed by ESPnet's ``forward_attention``, as offline. A limited left context keeps a
+cache of exactly L frames from the first chunk on, with a mask of the frames that exist (the
+empty slots of a young stream are masked keys, which contribute exact zeros), so that every
+chunk after the first has the same shapes and a captured chunk step replays from the start of
+a stream. With an unlimited left context (L = -1) the cache keeps every frame: cost and memory
+then grow with the stream.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.attention import (
@@ -66,10 +70,12 @@ def build_pos_enc(
 
 @dataclass
 class AttentionCache:
-    """Keys and values (B, heads, C, d_k) of the last C frames before the next chunk."""
+    """Keys and values (B, heads, C, d_k) of the last C frames before the next chunk, and which
+    of them exist, (C,) bool (all of them with an unlimited left context)."""
 
     key: Optional[torch.Tensor] = None
     value: Optional[torch.Tensor] = None
+    filled: Optional[torch.Tensor] = None
 
 
 class SelfAttention(torch.nn.Module):
@@ -101,6 +107,7 @@ class SelfAttention(torch.nn.Module):
         else:
             raise ValueError(f"attention type {kind!r}: choose one of {list(ATTENTION_TYPES)}")
         self._projected: WeightCache = WeightCache()  # P e(r) per head, for chunks
+        self._geometry: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}  # masks, for chunks
 
     def forward(
         self, x: torch.Tensor, att_mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None
@@ -118,22 +125,25 @@ class SelfAttention(torch.nn.Module):
         require_streamable(self)
         attn, t = self.attn, int(x.size(1))  # int(): a size is a tensor while tracing
         q, k, v = attn.forward_qkv(x, x, x)  # (B, h, t, d_k)
+        if (cache is None or cache.key is None) and self.left_context > 0:
+            # the steady shape from the start: L empty slots, masked until frames fill them
+            empty = k.new_zeros(k.size(0), k.size(1), self.left_context, k.size(3))
+            cache = AttentionCache(empty, empty, torch.zeros(self.left_context, dtype=torch.bool,
+                                                             device=x.device))
+        exists = torch.ones(t, dtype=torch.bool, device=x.device)
         if cache is not None and cache.key is not None:
             k = torch.cat([cache.key, k], dim=2)
             v = torch.cat([cache.value, v], dim=2)
+            exists = torch.cat([cache.filled, exists])
         c = int(k.size(2)) - t  # cached frames (int(): a size is a tensor while tracing)
-        # query i (chunk position) sits at key position c + i; its distance to key j is c + i - j
-        dist = (torch.arange(t, device=x.device)[:, None] + c) - torch.arange(c + t, device=x.device)
-        allowed = dist >= 0
-        if self.left_context >= 0:
-            allowed &= dist <= self.left_context
+        in_reach, dist = self._chunk_geometry(t, c, x.device)
+        allowed = in_reach & exists
         if self.kind == "rel_selfattn":
-            qt = q.transpose(1, 2)  # (B, t, h, d_k)
-            q_u = (qt + attn.pos_bias_u).transpose(1, 2)
-            q_v = (qt + attn.pos_bias_v).transpose(1, 2)
+            q_u = q + attn.pos_bias_u[:, None]  # (h, d_k) biases, broadcast over frames
+            q_v = q + attn.pos_bias_v[:, None]
             p = self._projected_distances(c + t - 1, x)  # (h, R + 1, d_k)
             bd = torch.matmul(q_v, p.transpose(-2, -1))  # (B, h, t, R + 1): by distance
-            bd = bd.gather(-1, dist.clamp(min=0).expand(*bd.shape[:2], t, c + t))
+            bd = bd.gather(-1, dist.expand(*bd.shape[:2], t, c + t))
             scores = (torch.matmul(q_u, k.transpose(-2, -1)) + bd) / math.sqrt(attn.d_k)
         else:
             scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(attn.d_k)
@@ -141,7 +151,28 @@ class SelfAttention(torch.nn.Module):
         keep = c + t if self.left_context < 0 else min(self.left_context, c + t)
         if keep == 0:
             return out, AttentionCache()
-        return out, AttentionCache(k[:, :, c + t - keep:], v[:, :, c + t - keep:])
+        return out, AttentionCache(k[:, :, c + t - keep:], v[:, :, c + t - keep:],
+                                   exists[c + t - keep:])
+
+    def _chunk_geometry(self, t: int, c: int, device: torch.device
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For t chunk queries after c cached keys: which keys are within reach (t, c + t) and
+        the distances (t, c + t), clamped at 0 for later keys (they are masked).
+
+        Query i sits at key position c + i, so its distance to key j is c + i - j. Kept per
+        (t, c, device), a handful in a stream: in a captured chunk step they are constants.
+        """
+        key = (t, c, device)
+        if key not in self._geometry:
+            dist = (torch.arange(t, device=device)[:, None] + c) - torch.arange(c + t,
+                                                                                device=device)
+            in_reach = dist >= 0
+            if self.left_context >= 0:
+                in_reach &= dist <= self.left_context
+            if len(self._geometry) >= 16:
+                self._geometry.clear()
+            self._geometry[key] = (in_reach, dist.clamp(min=0))
+        return self._geometry[key]
 
     def _projected_distances(self, max_distance: int, like: torch.Tensor) -> torch.Tensor:
         """:math:`P\,e(r)` per head for r = 0 .. max_distance, (heads, R + 1, d_k).
