@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import socket
 import string
+import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Sequence
 
 import numpy as np
 import pytest
@@ -120,3 +124,34 @@ def make_tiny_asr_data(root: Path, n_utts: int = 8, seed: int = 0) -> TinyASRDat
 @pytest.fixture
 def tiny_asr_data(tmp_path: Path, seed: int) -> TinyASRData:
     return make_tiny_asr_data(tmp_path / "data", seed=seed)
+
+
+# A torchrun gloo worker of torch 2.11 sometimes dies with this C++ abort (SIGABRT, no Python
+# traceback) at the end of a tiny CPU DDP run; the other worker is then killed by torchrun.
+GLOO_WORKER_ABORT = "terminate called without an active exception"
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ddp(command: Callable[[int], List[str]], clear: Sequence[Path],
+            **run_options) -> subprocess.CompletedProcess:
+    """``subprocess.run(command(port))`` of a torchrun job, repeated once (fresh port, ``clear``
+    emptied) when a worker died of :data:`GLOO_WORKER_ABORT` and of nothing else we can see: an
+    upstream teardown race, not a failure of the code under test. Any other failure, or the abort
+    twice in a row, is returned as it is for the test to fail on."""
+    for attempt in (1, 2):
+        proc = subprocess.run(command(free_port()), capture_output=True, text=True, **run_options)
+        # a worker's own Python traceback reaches stderr prefixed by torchrun's "[defaultN]:"
+        worker_traceback = "]:Traceback (most recent call last)" in proc.stderr
+        if proc.returncode == 0 or attempt == 2 or GLOO_WORKER_ABORT not in proc.stderr \
+                or worker_traceback:
+            return proc
+        warnings.warn(f"a gloo worker aborted ({GLOO_WORKER_ABORT!r}); running the job again")
+        for path in clear:
+            shutil.rmtree(path, ignore_errors=True)
+    return proc

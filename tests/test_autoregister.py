@@ -10,7 +10,6 @@ import ast
 import importlib.metadata
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 import _espnet_ssm_autoregister as hook
-from conftest import REPO, TinyASRData
+from conftest import REPO, TinyASRData, run_ddp
 from test_entry_points import TINY_MODEL_ARGS  # a small model of ours, ESPnet syntax
 
 NAMES = ("mh_ssm", "stateformer", "speech_mamba", "ssm_conformer")
@@ -287,12 +286,6 @@ def test_espnet_entry_points_accept_our_encoders_and_opt_out_rejects_them(tmp_pa
 # Training with ESPnet's own entry point (2-process DDP on CPU), then ESPnet's loaders
 # ---------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LOAD_AND_DECODE = """
     import sys
     assert "espnet_ssm" not in sys.modules
@@ -331,16 +324,17 @@ LOAD_AND_DECODE = """
 def test_espnet_ddp_training_then_speech2text(tiny_asr_data: TinyASRData, tmp_path: Path):
     """torchrun starts two gloo workers of ``python -m espnet2.bin.asr_train`` (CPU DDP)."""
     out, logs = tmp_path / "exp", tmp_path / "logs"
-    train = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         "--log_dir", str(logs), "--tee", "3",
-         "-m", "espnet2.bin.asr_train", *tiny_asr_data.train_args(), *TINY_MODEL_ARGS,
-         "--output_dir", str(out), "--ngpu", "0", "--dist_backend", "gloo",
-         "--multiprocessing_distributed", "false", "--max_epoch", "1",
-         "--batch_type", "unsorted", "--batch_size", "4", "--num_workers", "0",
-         "--use_tensorboard", "false", "--num_att_plot", "0"],
-        capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path,
+    train = run_ddp(
+        lambda port: [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "--log_dir", str(logs), "--tee", "3",
+            "-m", "espnet2.bin.asr_train", *tiny_asr_data.train_args(), *TINY_MODEL_ARGS,
+            "--output_dir", str(out), "--ngpu", "0", "--dist_backend", "gloo",
+            "--multiprocessing_distributed", "false", "--max_epoch", "1",
+            "--batch_type", "unsorted", "--batch_size", "4", "--num_workers", "0",
+            "--use_tensorboard", "false", "--num_att_plot", "0"],
+        [out, logs], timeout=600, env=_env(), cwd=tmp_path,
     )
     assert train.returncode == 0, train.stderr[-4000:]
     rank_logs = sorted(logs.rglob("stderr.log"))
