@@ -14,6 +14,7 @@ import shutil
 import socket
 import string
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ddp_training(entry_module: str, args: Sequence[str], out: Path, logs: Path
+                 ) -> Callable[[int], List[str]]:
+    """The command (given the rendezvous port) of a one-epoch, two-worker CPU DDP run of
+    ``python -m entry_module args`` under torchrun, workers' logs in ``logs``."""
+    return lambda port: [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(port),
+        "--log_dir", str(logs), "--tee", "3",
+        "-m", entry_module, *args,
+        "--output_dir", str(out), "--ngpu", "0", "--dist_backend", "gloo",
+        "--multiprocessing_distributed", "false", "--max_epoch", "1",
+        "--batch_type", "unsorted", "--batch_size", "4", "--num_workers", "0",
+        "--use_tensorboard", "false", "--num_att_plot", "0",
+    ]
 
 
 def run_ddp(command: Callable[[int], List[str]], clear: Sequence[Path],

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import _espnet_ssm_autoregister as hook
-from conftest import REPO, TinyASRData, run_ddp
+from conftest import REPO, TinyASRData, ddp_training, run_ddp
 from test_entry_points import TINY_MODEL_ARGS  # a small model of ours, ESPnet syntax
 
 NAMES = ("mh_ssm", "stateformer", "speech_mamba", "ssm_conformer")
@@ -325,15 +325,8 @@ def test_espnet_ddp_training_then_speech2text(tiny_asr_data: TinyASRData, tmp_pa
     """torchrun starts two gloo workers of ``python -m espnet2.bin.asr_train`` (CPU DDP)."""
     out, logs = tmp_path / "exp", tmp_path / "logs"
     train = run_ddp(
-        lambda port: [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_addr", "127.0.0.1", "--master_port", str(port),
-            "--log_dir", str(logs), "--tee", "3",
-            "-m", "espnet2.bin.asr_train", *tiny_asr_data.train_args(), *TINY_MODEL_ARGS,
-            "--output_dir", str(out), "--ngpu", "0", "--dist_backend", "gloo",
-            "--multiprocessing_distributed", "false", "--max_epoch", "1",
-            "--batch_type", "unsorted", "--batch_size", "4", "--num_workers", "0",
-            "--use_tensorboard", "false", "--num_att_plot", "0"],
+        ddp_training("espnet2.bin.asr_train", [*tiny_asr_data.train_args(), *TINY_MODEL_ARGS],
+                     out, logs),
         [out, logs], timeout=600, env=_env(), cwd=tmp_path,
     )
     assert train.returncode == 0, train.stderr[-4000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TinyASRData, run_ddp
+from conftest import REPO, TinyASRData, ddp_training, run_ddp
 from espnet_ssm.loading import CheckpointMismatchError
 from espnet_ssm.tasks import load_speech2text
 from espnet_ssm.tasks import SSMASRTask
@@ -79,18 +79,8 @@ def test_two_process_cpu_distributed_training(tiny_asr_data: TinyASRData, tmp_pa
     """torchrun starts two gloo workers of our entry point; ESPnet's DDP trains one epoch."""
     out = tmp_path / "exp"
     logs = tmp_path / "logs"
-    def cmd(port: int) -> list:
-        return [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_addr", "127.0.0.1", "--master_port", str(port),
-            "--log_dir", str(logs), "--tee", "3",
-            "-m", "espnet_ssm.bin.asr_train", *tiny_asr_data.train_args(), *TINY_MODEL_ARGS,
-            "--output_dir", str(out), "--ngpu", "0", "--dist_backend", "gloo",
-            "--multiprocessing_distributed", "false", "--max_epoch", "1",
-            "--batch_type", "unsorted", "--batch_size", "4", "--num_workers", "0",
-            "--use_tensorboard", "false", "--num_att_plot", "0",
-        ]
-
+    cmd = ddp_training("espnet_ssm.bin.asr_train",
+                       [*tiny_asr_data.train_args(), *TINY_MODEL_ARGS], out, logs)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = run_ddp(cmd, [out, logs], timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
