@@ -128,7 +128,7 @@ def tiny_asr_data(tmp_path: Path, seed: int) -> TinyASRData:
 
 
 # A torchrun gloo worker of torch 2.11 sometimes dies with this C++ abort (SIGABRT, no Python
-# traceback) at the end of a tiny CPU DDP run; the other worker is then killed by torchrun.
+# traceback) in a tiny CPU DDP run, seemingly while it winds down; torchrun then kills the other.
 GLOO_WORKER_ABORT = "terminate called without an active exception"
 
 
