@@ -20,7 +20,7 @@
 //
 // Built with -O3 -ffast-math -fopenmp -march=native: the inner loops over n (and the per-frame
 // softplus and gate, over time) are plain loops that the compiler turns into vector code; the
-// decay's exp is written out for float32 (exp_inline) so that it is inlined there.
+// decay's exponential is written out for float32 (exp2_inline) so that it is inlined there.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -56,31 +56,31 @@ inline void step_sizes(const T* __restrict raw, T bias, bool softplus, int64_t n
   }
 }
 
-// exp(x) in float32, written out so that the compiler inlines and vectorises it inside the state
-// loops (the scan's cost is mostly these exps; libmvec's expf is an out-of-line call there):
-// x = k ln2 + r with k = round(x / ln2), |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7
-// (relative error < 2e-8, below float32's rounding), times 2^k built in the exponent bits.
-// x is clamped to [-87, 88], so exp of a very negative argument is a tiny normal number, not 0.
-inline float exp_inline(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - k * 0.693145751953125f;  // ln2 split in two so that k ln2 is exact enough
-  r = r - k * 1.42860682030941723e-06f;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+// 2^y in float32, written out so that the compiler inlines and vectorises it inside the state
+// loops (the scan's cost is mostly these exponentials; libmvec's expf is an out-of-line call
+// there). The decay exp(Δ A) is computed as 2^(Δ A log2 e) with A log2 e prepared once per call,
+// which saves the base change of every element: y = k + f with k = rint(y), |f| <= 1/2, 2^f by a
+// degree-6 polynomial fitted for minimal relative error on [-1/2, 1/2] (1.9e-9 in exact
+// arithmetic, ~1e-7 in float32 Horner steps: float32's rounding), times 2^k built in the exponent
+// bits. y is clamped to [-126, 127], so 2^y of a very negative argument is a tiny number, not 0.
+inline float exp2_inline(float y) {
+  y = std::min(std::max(y, -126.0f), 127.0f);
+  const float k = std::rint(y);
+  const float f = y - k;
+  float p = 1.53458118e-04f;
+  p = p * f + 1.33999314e-03f;
+  p = p * f + 9.61848896e-03f;
+  p = p * f + 5.55032878e-02f;
+  p = p * f + 2.40226469e-01f;
+  p = p * f + 6.93147206e-01f;
+  p = p * f + 1.0f;
   const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
-// float64 (the reference precision, used by the tests) keeps the library's exp
-inline double exp_inline(double x) { return std::exp(x); }
+// float64 (the reference precision, used by the tests) keeps the library's exp2
+inline double exp2_inline(double y) { return std::exp2(y); }
 
 struct Shape {
   int64_t batch, d, L, N, G;
@@ -92,27 +92,29 @@ struct Shape {
 // instead of being read from memory once per channel.
 constexpr int64_t kBlock = 64;
 
-// h <- a ⊙ h + x over n, with a_n = exp(dt A_n), x_n = dtu B_n; returns Σ_n C_n h_n.
+// h_out <- a ⊙ h_in + x over n, with a_n = exp(dt A_n) = 2^(dt A2_n) (A2 = A log2 e),
+// x_n = dtu B_n; returns Σ_n C_n h_out_n. h_out may be h_in (the forward updates in place; the
+// backward's recomputation writes each frame's state next to the previous one).
 // kN > 0: the state size known at compile time (no remainder loop, fully unrolled).
 // kKeepDecay: also write a_n to decay_out (the backward's recomputation needs them).
 template <int kN, bool kKeepDecay, typename T>
-inline T state_update(T* __restrict h, const T* __restrict A, const T* __restrict B,
+inline T state_update(const T* h_in, T* h_out, const T* __restrict A2, const T* __restrict B,
                       const T* __restrict C, T dt, T dtu, int64_t N_runtime, T* __restrict decay_out) {
   const int64_t N = kN > 0 ? kN : N_runtime;
   T acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t n = 0; n < N; ++n) {
-    const T a = exp_inline(dt * A[n]);
+    const T a = exp2_inline(dt * A2[n]);
     if (kKeepDecay) decay_out[n] = a;
-    const T hn = a * h[n] + dtu * B[n];
-    h[n] = hn;
+    const T hn = a * h_in[n] + dtu * B[n];
+    h_out[n] = hn;
     acc += C[n] * hn;
   }
   return acc;
 }
 
 template <int kN, typename T>
-void forward_impl(const Shape& s, const T* u, const T* delta, const T* A, const T* B, const T* C,
+void forward_impl(const Shape& s, const T* u, const T* delta, const T* A2, const T* B, const T* C,
                   const T* D, const T* z, const T* bias, bool softplus, const T* h0, T* y,
                   T* last, T* checkpoints, int64_t segment) {
   const int64_t L = s.L, N = kN > 0 ? kN : s.N;
@@ -134,7 +136,7 @@ void forward_impl(const Shape& s, const T* u, const T* delta, const T* A, const 
         const int64_t b = i / s.d, c = i % s.d;
         const T* u_c = u + i * L + t0;
         const int64_t row = ((b * s.G + s.group(c)) * L + t0) * N;
-        const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N;
+        const T *B_g = B + row, *C_g = C + row, *A2_c = A2 + c * N;
         T* h = last + i * N;
         step_sizes(delta + i * L + t0, bias ? bias[c] : T(0), softplus, len, dts);
         for (int64_t j = 0; j < len; ++j) {
@@ -142,8 +144,8 @@ void forward_impl(const Shape& s, const T* u, const T* delta, const T* A, const 
           if (checkpoints && t % segment == 0) {
             std::copy(h, h + N, checkpoints + (i * segments + t / segment) * N);
           }
-          ys[j] = state_update<kN, false>(h, A_c, B_g + j * N, C_g + j * N, dts[j], dts[j] * u_c[j], N,
-                                          (T*)nullptr);
+          ys[j] = state_update<kN, false>(h, h, A2_c, B_g + j * N, C_g + j * N, dts[j], dts[j] * u_c[j],
+                                          N, (T*)nullptr);
         }
         // skip connection and output gate, vectorised over the block
         const T D_c = D ? D[c] : T(0);
@@ -162,7 +164,8 @@ void forward_impl(const Shape& s, const T* u, const T* delta, const T* A, const 
 }
 
 template <int kN, typename T>
-void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const T* B, const T* C,
+void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const T* A2, const T* B,
+                   const T* C,
                    const T* D, const T* z, const T* bias, bool softplus, const T* checkpoints,
                    int64_t segment, const T* dy, const T* dlast, T* du, T* ddelta, T* dA, T* dB_threads,
                    T* dC_threads, T* dD, T* dz, T* dbias, T* dh0) {
@@ -196,7 +199,7 @@ void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const
         const int64_t b = i / s.d, c = i % s.d;
         const int64_t row = ((b * s.G + s.group(c)) * L + t0) * N;
         const T *u_c = u + i * L + t0, *dl_c = delta + i * L + t0, *dy_c = dy + i * L + t0;
-        const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N;
+        const T *B_g = B + row, *C_g = C + row, *A_c = A + c * N, *A2_c = A2 + c * N;
         T *dB_g = dB_all + row, *dC_g = dC_all + row, *dA_c = dA + i * N, *g = dh0 + i * N;
         const T D_c = D ? D[c] : T(0), bias_c = bias ? bias[c] : T(0);
         // recompute the segment: hs[j] = h_{t0+j-1}, decays[j] = a_{t0+j}
@@ -204,10 +207,8 @@ void backward_impl(const Shape& s, const T* u, const T* delta, const T* A, const
         std::copy(start, start + N, hs.begin());
         step_sizes(dl_c, bias_c, softplus, len, dts.data());
         for (int64_t j = 0; j < len; ++j) {
-          T* h = hs.data() + (j + 1) * N;
-          std::copy(hs.data() + j * N, hs.data() + (j + 1) * N, h);
-          ys[j] = state_update<kN, true>(h, A_c, B_g + j * N, C_g + j * N, dts[j], dts[j] * u_c[j], N,
-                                         decays.data() + j * N);
+          ys[j] = state_update<kN, true>(hs.data() + j * N, hs.data() + (j + 1) * N, A2_c, B_g + j * N,
+                                         C_g + j * N, dts[j], dts[j] * u_c[j], N, decays.data() + j * N);
         }
         // per-frame factors of the gate and of softplus, vectorised over the segment
         if (z) {
@@ -275,12 +276,14 @@ void check(const torch::Tensor& x, const char* name, at::ScalarType dtype) {
   TORCH_CHECK(x.is_contiguous(), "selective_scan_cpu: ", name, " must be contiguous");
 }
 
-// Calls f with std::integral_constant<int, N> for Mamba's usual state size, so that its loops
+// Calls f with std::integral_constant<int, N> for Mamba's usual state sizes, so that its loops
 // over n are compiled for that size, and with <int, 0> (the size known at run time) otherwise.
 template <typename F>
 void with_state_size(int64_t N, F&& f) {
   if (N == 16) {
     f(std::integral_constant<int, 16>{});
+  } else if (N == 256) {  // Speech-Mamba's
+    f(std::integral_constant<int, 256>{});
   } else {
     f(std::integral_constant<int, 0>{});
   }
@@ -290,6 +293,9 @@ template <typename T>
 const T* maybe(const c10::optional<torch::Tensor>& x) {
   return x.has_value() ? x->data_ptr<T>() : nullptr;
 }
+
+// A log2 e: the decays exp(Δ A) are computed as 2^(Δ A log2 e)
+torch::Tensor log2e_times(const torch::Tensor& A) { return (A * M_LOG2E).contiguous(); }
 
 Shape shape_of(const torch::Tensor& u, const torch::Tensor& A, const torch::Tensor& B) {
   return Shape{u.size(0), u.size(1), u.size(2), A.size(1), B.size(1)};
@@ -326,6 +332,7 @@ std::vector<torch::Tensor> scan_forward(const torch::Tensor& u, const torch::Ten
                                         const c10::optional<torch::Tensor>& h0, int64_t segment) {
   check_all(u, delta, A, B, C, D, z, bias);
   const Shape s = shape_of(u, A, B);
+  const auto A2 = log2e_times(A);
   if (h0) check(*h0, "initial_state", u.scalar_type());
   auto y = torch::empty_like(u);
   auto last = torch::empty({s.batch, s.d, s.N}, u.options());
@@ -333,7 +340,7 @@ std::vector<torch::Tensor> scan_forward(const torch::Tensor& u, const torch::Ten
   auto checkpoints = torch::empty({s.batch, s.d, segments, s.N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_forward", [&] {
     with_state_size(s.N, [&](auto kN) {
-    forward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+    forward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A2.data_ptr<scalar_t>(),
                            B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), maybe<scalar_t>(D),
                            maybe<scalar_t>(z), maybe<scalar_t>(bias), softplus, maybe<scalar_t>(h0),
                            y.data_ptr<scalar_t>(), last.data_ptr<scalar_t>(),
@@ -353,6 +360,7 @@ std::vector<torch::Tensor> scan_backward(const torch::Tensor& u, const torch::Te
                                          const torch::Tensor& dy, const c10::optional<torch::Tensor>& dlast) {
   check_all(u, delta, A, B, C, D, z, bias);
   const Shape s = shape_of(u, A, B);
+  const auto A2 = log2e_times(A);
   check(checkpoints, "checkpoints", u.scalar_type());
   check(dy, "dy", u.scalar_type());
   if (dlast) check(*dlast, "dlast", u.scalar_type());
@@ -368,7 +376,7 @@ std::vector<torch::Tensor> scan_backward(const torch::Tensor& u, const torch::Te
   auto dA_batch = torch::zeros({s.batch, s.d, s.N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
     with_state_size(s.N, [&](auto kN) {
-    backward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+    backward_impl<decltype(kN)::value, scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(), A2.data_ptr<scalar_t>(),
                             B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), maybe<scalar_t>(D),
                             maybe<scalar_t>(z), maybe<scalar_t>(bias), softplus,
                             checkpoints.data_ptr<scalar_t>(), segment, dy.data_ptr<scalar_t>(),
