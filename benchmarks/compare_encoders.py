@@ -31,6 +31,15 @@ Usage::
     benchmarks/compare_encoders.sh --families conformer,mh_ssm --seeds 0,1,2 --epochs 6
     benchmarks/compare_encoders.sh --params-only         # the parameter counts alone
     benchmarks/compare_encoders.sh --table-only          # the table from finished runs
+    benchmarks/compare_encoders.sh --longform            # long recordings: see below
+
+Long context (``--longform``, trains nothing): every finished run is scored by the recipe's
+``local/score_longform.sh <exp> dump/raw/test_synth`` (greedy CTC, no LM, one pass per recording:
+the test part's utterances as they are and concatenated per speaker into 45-60 s recordings;
+the result goes to ``<exp>/longform_wer_test_synth.md``, and a run scored before is not scored
+again), and a second table is printed instead of the first: WER on the utterances that the long
+recordings contain, WER on the long recordings, and their difference, mean ± spread over seeds.
+With ``--table-only`` it is printed from the recorded results, nothing is decoded.
 """
 from __future__ import annotations
 
@@ -46,7 +55,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2" / "librispeech" / "asr1"
@@ -63,6 +72,7 @@ FAMILIES: Dict[str, str] = {
 REFERENCE = "conformer"
 TOLERANCE = 0.05  # largest relative difference of a family's parameter count from the reference's
 DECODE_CONFIG = "conf/demo/decode_asr_demo.yaml"  # greedy CTC: beam 1, CTC weight 1, no LM
+LONGFORM_SET = "dump/raw/test_synth"  # long recordings made from it by local/score_longform.sh
 # Recipe outputs, not linked into the working copy.
 OUTPUTS = ("data", "dump", "exp", "downloads", "demo_corpus")
 # Quick mode: utterances per part (the training part first, then every other part of demo.sh).
@@ -242,6 +252,77 @@ def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class LongformScore:
+    """WER counts of one run: on the utterances the long recordings hold, and on the recordings."""
+
+    utterances: Tuple[int, int]  # (errors, reference words)
+    recordings: Tuple[int, int]
+    mean_seconds: float  # of a long recording
+
+    @staticmethod
+    def wer(counts: Tuple[int, int]) -> float:
+        return 100.0 * counts[0] / max(counts[1], 1)
+
+
+def longform_result(asr_exp: Path) -> Path:
+    return asr_exp / f"longform_wer_{Path(LONGFORM_SET).name}.md"
+
+
+def read_longform(path: Path) -> LongformScore:
+    """The counts in a table written by ``espnet_ssm.streaming.longform_wer`` (rows
+    ``| <set> | <recordings> | <mean> s | <wer> % (<errors>/<words>) |``)."""
+    name = Path(LONGFORM_SET).name
+    rows: Dict[str, Tuple[Tuple[int, int], float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\|\s*([^|]+?)\s*\|\s*\d+\s*\|\s*([\d.]+) s\s*\|[^(]*\((\d+)/(\d+)\)", line)
+        if m:
+            rows[m.group(1)] = ((int(m.group(3)), int(m.group(4))), float(m.group(2)))
+    utt_key, long_key = f"{name} (utterances in the long sets)", f"{name}_long45"
+    missing = [k for k in (utt_key, long_key) if k not in rows]
+    if missing:
+        raise SystemExit(f"{path}: no row for {', '.join(missing)}")
+    return LongformScore(rows[utt_key][0], rows[long_key][0], rows[long_key][1])
+
+
+def score_longform(workdir: Path, asr_exp: Path, log: Path) -> None:
+    """``local/score_longform.sh <exp> <LONGFORM_SET>`` in ``workdir``; stops naming the log on failure."""
+    cmd = ["local/score_longform.sh", str(asr_exp.relative_to(workdir)), LONGFORM_SET,
+           "valid.loss.ave.pth", sys.executable]
+    start = time.time()
+    note(f"  $ {shlex.join(cmd)}   (log: {log})")
+    with open(log, "w") as f:
+        proc = subprocess.run(["bash", "-c", '. ./path.sh && "$@"', "score", *cmd], cwd=workdir,
+                              stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"score_longform.sh failed (exit {proc.returncode}); last lines of {log}:\n"
+                         + "\n".join(tail))
+    note(f"    done in {time.time() - start:.0f} s")
+
+
+def longform_table(runs: Sequence[Run], scores: Dict[str, LongformScore]) -> str:
+    """The Markdown table of the long-form scores (each family's row over its seeds)."""
+    lines = ["| family | seeds | utterances WER % | 45-60 s recordings WER % | recordings - utterances (points) |",
+             "|---|---:|---:|---:|---:|"]
+    for family in dict.fromkeys(r.family for r in runs):
+        mine = [scores[r.tag] for r in runs if r.family == family and r.tag in scores]
+        if not mine:
+            continue
+        seeds = ",".join(str(r.seed) for r in runs if r.family == family and r.tag in scores)
+        utt = [s.wer(s.utterances) for s in mine]
+        rec = [s.wer(s.recordings) for s in mine]
+        diff = [b - a for a, b in zip(utt, rec)]
+        lines.append(f"| {family} | {seeds} | {mean_spread(utt, '.1f')} | {mean_spread(rec, '.1f')} | "
+                     f"{mean_spread(diff, '.1f')} |")
+    some = next(iter(scores.values()))
+    lines += ["", f"{Path(LONGFORM_SET).name}: greedy CTC, no LM, every recording in one pass; the long "
+              f"recordings are the test utterances concatenated per speaker (mean {some.mean_seconds:.1f} s; "
+              f"{some.utterances[1]} reference words, the same in both columns); mean ± half the range over "
+              "a row's seeds."]
+    return "\n".join(lines)
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", default=",".join(FAMILIES),
@@ -257,6 +338,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "or compare_encoders_quick with --quick)")
     p.add_argument("--params-only", action="store_true", help="print the parameter counts and stop")
     p.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    p.add_argument("--longform", action="store_true",
+                   help="score the finished runs on long recordings (unless --table-only; trains nothing) "
+                        "and print that table instead")
     return p
 
 
@@ -291,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         common += ["--sizes", quick_sizes()]
     # seed-major: an interrupted comparison has every family at the first seed before any second
     runs = [Run(f, s, f"compare_{f}_seed{s}_ep{epochs}") for s in seeds for f in families]
-    if not args.table_only:
+    if not args.table_only and not args.longform:
         note(f"Data preparation in {workdir}")
         demo(workdir, logs / "prepare.log", "--stop_stage", "10", "--asr_config", FAMILIES[families[0]], *common)
         for run in runs:
@@ -313,6 +397,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         done.append(run)
     if not done:
         raise SystemExit(f"no finished run under {workdir / 'exp'}")
+    if args.longform:
+        scores = {}
+        for run in done:
+            asr_exp = workdir / "exp" / f"asr_{run.tag}"
+            if not longform_result(asr_exp).is_file() and not args.table_only:
+                note(f"{run.tag}: long-form scoring")
+                score_longform(workdir, asr_exp, logs / f"{run.tag}_longform.log")
+            if longform_result(asr_exp).is_file():
+                scores[run.tag] = read_longform(longform_result(asr_exp))
+            else:
+                note(f"{run.tag}: not scored on long recordings, left out of the table")
+        if not scores:
+            raise SystemExit("no run scored on long recordings")
+        text = longform_table(done, scores)
+        (workdir / "compare_encoders_longform.md").write_text(text + "\n")
+        print(text)
+        return
     with tempfile.TemporaryDirectory() as tmp:  # the counts of the models as trained
         tokens = trained_token_list(workdir / "exp" / f"asr_{done[0].tag}", Path(tmp) / "tokens.txt")
         counts = parameter_counts(families, tokens)

@@ -123,6 +123,41 @@ def test_error_rates_only_of_the_comparison_decoding(tmp_path):
     assert compare.error_rates(tmp_path / "a") == {"dev_synth": {"cer": 10.0, "wer": 40.0}}
 
 
+def write_longform(exp: Path, utt: tuple, rec: tuple) -> None:
+    """The table local/score_longform.sh records, written by the module that writes it."""
+    from espnet_ssm.streaming.longform_wer import SetScore, table
+
+    exp.mkdir(parents=True, exist_ok=True)
+    scores = [SetScore("test_synth", 200, 2.9, 900, 1351), SetScore("test_synth_long45", 10, 46.6, *rec),
+              SetScore("test_synth (utterances in the long sets)", 160, 2.9, *utt)]
+    compare.longform_result(exp).write_text(table("WER of x", scores) + "\n")
+
+
+def test_longform_scores_are_read_from_the_recorded_table_and_tabulated(tmp_path):
+    write_longform(tmp_path / "a", (694, 1061), (845, 1061))
+    write_longform(tmp_path / "b", (650, 1061), (700, 1061))
+    write_longform(tmp_path / "c", (500, 1061), (600, 1061))
+    a = compare.read_longform(compare.longform_result(tmp_path / "a"))
+    assert a.utterances == (694, 1061) and a.recordings == (845, 1061) and a.mean_seconds == 46.6
+    runs = [compare.Run("conformer", 0, "a"), compare.Run("conformer", 1, "b"), compare.Run("mh_ssm", 0, "c"),
+            compare.Run("mh_ssm", 1, "unscored")]
+    scores = {t: compare.read_longform(compare.longform_result(tmp_path / t)) for t in "abc"}
+    lines = compare.longform_table(runs, scores).splitlines()
+    # conformer: utterances 65.41 / 61.26 %, recordings 79.64 / 65.98 %, differences +14.23 / +4.71
+    assert lines[2] == "| conformer | 0,1 | 63.3 ± 2.1 | 72.8 ± 6.8 | 9.5 ± 4.8 |"
+    assert lines[3] == "| mh_ssm | 0 | 47.1 | 56.6 | 9.4 |"  # the unscored seed is left out
+    assert "mean 46.6 s; 1061 reference words" in lines[5]
+
+
+def test_a_longform_table_without_the_long_set_is_named(tmp_path):
+    from espnet_ssm.streaming.longform_wer import SetScore, table
+
+    result = compare.longform_result(tmp_path)
+    result.write_text(table("WER of x", [SetScore("test_synth", 200, 2.9, 900, 1351)]))
+    with pytest.raises(SystemExit, match=r"longform_wer_test_synth.md: no row for test_synth \(utterances"):
+        compare.read_longform(result)
+
+
 def test_unknown_family_is_refused(capsys):
     with pytest.raises(SystemExit, match="unknown.*transformer"):
         compare.main(["--families", "conformer,transformer", "--params-only"])
