@@ -329,14 +329,23 @@ def test_cpu_kernel_matches_loop(cpu_kernel, dtype, used, groups, softplus):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
-    "groups,N,L", [(None, 3, 150), (2, 5, 64), (3, 70, 200), (None, 2, 1), (None, 16, 150), (2, 16, 7)]
+    "groups,N,L",
+    [(None, 3, 150), (2, 5, 64), (3, 70, 200), (None, 2, 1), (None, 16, 150), (2, 16, 7), (2, 256, 9)],
 )
 def test_cpu_kernel_gradients_match_autograd_through_reference(cpu_kernel, dtype, groups, N, L):
     # N = 70 gives segments of 70 frames; L = 64 exactly one segment; L = 1 a single frame;
-    # N = 16 takes the loops compiled for that size; float32 its own exp (TOL: 1e-4)
+    # N = 16 and 256 take the loops compiled for those sizes; float32 its own exp2 (TOL: 1e-4)
     inputs = make_inputs(batch=2, d=6, N=N, L=L, groups=groups)
     inputs["delta"][:, :, : min(L, 4)] += 30.0  # a few frames that decay the state to ~0
     inputs["A"][0, 0] = -2000.0  # Δ A far below float32's exp range: the decay is 0 to within 1e-37
+    assert_gradients_match_reference(inputs, dtype=dtype, tol=TOL[dtype], backend="cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_kernel_gradients_at_n256_over_two_segments(cpu_kernel, dtype):
+    # N = 256 keeps a state every 256 frames: L = 260 runs the compiled N = 256 backward over a
+    # full segment and a short one (one channel per group keeps the reference loop affordable)
+    inputs = make_inputs(batch=1, d=2, N=256, L=260, groups=2)
     assert_gradients_match_reference(inputs, dtype=dtype, tol=TOL[dtype], backend="cpu")
 
 
