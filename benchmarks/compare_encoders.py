@@ -119,9 +119,11 @@ def synthetic_token_list(path: Path, size: int = 31) -> Path:
     return path
 
 
-def parameter_counts(families: Sequence[str], token_list: Optional[Path] = None) -> Dict[str, int]:
+def parameter_counts(families: Sequence[str], token_list: Optional[Path] = None,
+                     encoder_conf: Sequence[str] = ()) -> Dict[str, int]:
     """Parameters of the whole model each family's demo config builds (SSMASRTask), with
-    ``token_list`` (default: a synthetic 31-token list)."""
+    ``token_list`` (default: a synthetic 31-token list) and the ``key=value`` overrides of its
+    ``encoder_conf`` (a variant's)."""
     with contextlib.redirect_stdout(sys.stderr):  # ESPnet's import-time notices
         import espnet_ssm  # noqa: F401
         from espnet_ssm.tasks import SSMASRTask
@@ -131,10 +133,22 @@ def parameter_counts(families: Sequence[str], token_list: Optional[Path] = None)
         tokens = token_list or synthetic_token_list(Path(tmp) / "tokens.txt")
         for name in families:
             args = SSMASRTask.get_parser().parse_args(
-                ["--config", str(RECIPE / FAMILIES[name]), "--token_list", str(tokens), "--output_dir", tmp]
+                ["--config", str(RECIPE / FAMILIES[name]), "--token_list", str(tokens), "--output_dir", tmp,
+                 *encoder_conf_args(encoder_conf)]
             )
             counts[name] = sum(p.numel() for p in SSMASRTask.build_model(args).parameters())
     return counts
+
+
+def encoder_conf_args(encoder_conf: Sequence[str]) -> List[str]:
+    """ESPnet's command-line form of ``key=value`` overrides of ``encoder_conf`` (merged into the
+    config's)."""
+    return [arg for kv in encoder_conf for arg in ("--encoder_conf", kv)]
+
+
+def variant_suffix(encoder_conf: Sequence[str]) -> str:
+    """The tag part of a variant: ``dt_min=0.01`` -> ``_dt_min0.01`` ('' for none)."""
+    return "".join("_" + kv.replace("=", "") for kv in encoder_conf)
 
 
 def trained_token_list(asr_exp: Path, path: Path) -> Path:
@@ -198,6 +212,7 @@ class Run:
     tag: str
     epochs: List[float] = field(default_factory=list)
     rates: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    label: str = ""  # the table's name of the row: the family, and a variant's overrides
 
 
 def finished(asr_exp: Path) -> bool:
@@ -237,9 +252,9 @@ def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
     sets = sorted({s for r in runs for s in r.rates}, key=lambda s: (not s.startswith("dev"), s))
     head = "| family | parameters | seeds | s / epoch | " + " | ".join(f"{s} CER % | {s} WER %" for s in sets) + " |"
     lines = [head, "|---|---:|---:|---:|" + "---:|---:|" * len(sets)]
-    for family in dict.fromkeys(r.family for r in runs):
-        mine = [r for r in runs if r.family == family]
-        cells = [family, f"{counts[family] / 1e6:.3f} M", ",".join(str(r.seed) for r in mine),
+    for label in dict.fromkeys(r.label or r.family for r in runs):
+        mine = [r for r in runs if (r.label or r.family) == label]
+        cells = [label, f"{counts[mine[0].family] / 1e6:.3f} M", ",".join(str(r.seed) for r in mine),
                  mean_spread([statistics.fmean(r.epochs) for r in mine], ".0f")]
         for s in sets:
             for unit in ("cer", "wer"):
@@ -305,15 +320,16 @@ def longform_table(runs: Sequence[Run], scores: Dict[str, LongformScore]) -> str
     """The Markdown table of the long-form scores (each family's row over its seeds)."""
     lines = ["| family | seeds | utterances WER % | 45-60 s recordings WER % | recordings - utterances (points) |",
              "|---|---:|---:|---:|---:|"]
-    for family in dict.fromkeys(r.family for r in runs):
-        mine = [scores[r.tag] for r in runs if r.family == family and r.tag in scores]
-        if not mine:
+    for label in dict.fromkeys(r.label or r.family for r in runs):
+        scored = [r for r in runs if (r.label or r.family) == label and r.tag in scores]
+        if not scored:
             continue
-        seeds = ",".join(str(r.seed) for r in runs if r.family == family and r.tag in scores)
+        mine = [scores[r.tag] for r in scored]
+        seeds = ",".join(str(r.seed) for r in scored)
         utt = [s.wer(s.utterances) for s in mine]
         rec = [s.wer(s.recordings) for s in mine]
         diff = [b - a for a, b in zip(utt, rec)]
-        lines.append(f"| {family} | {seeds} | {mean_spread(utt, '.1f')} | {mean_spread(rec, '.1f')} | "
+        lines.append(f"| {label} | {seeds} | {mean_spread(utt, '.1f')} | {mean_spread(rec, '.1f')} | "
                      f"{mean_spread(diff, '.1f')} |")
     some = next(iter(scores.values()))
     lines += ["", f"{Path(LONGFORM_SET).name}: greedy CTC, no LM, every recording in one pass; the long "
@@ -338,6 +354,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "or compare_encoders_quick with --quick)")
     p.add_argument("--params-only", action="store_true", help="print the parameter counts and stop")
     p.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
+    p.add_argument("--encoder_conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a variant: override this key of every family's encoder_conf (repeatable); its runs "
+                        "have their own tags (e.g. compare_ssm_conformer_dt_min0.01_seed0_ep4) and table rows")
     p.add_argument("--longform", action="store_true",
                    help="score the finished runs on long recordings (unless --table-only; trains nothing) "
                         "and print that table instead")
@@ -357,8 +376,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     workdir = (args.workdir or REPO / "benchmarks" / "results"
                / ("compare_encoders_quick" if args.quick else "compare_encoders")).resolve()
 
-    counts = parameter_counts(list(dict.fromkeys([REFERENCE, *families])))
-    reference = counts[REFERENCE]
+    bad_kv = [kv for kv in args.encoder_conf if "=" not in kv or not kv.split("=", 1)[0]]
+    if bad_kv:
+        raise SystemExit(f"--encoder_conf: expected KEY=VALUE, got {bad_kv}")
+    reference = parameter_counts([REFERENCE])[REFERENCE]
+    counts = parameter_counts(families, encoder_conf=args.encoder_conf)
     note("Parameters (with a 31-token list):\n" + "\n".join(parameter_lines(counts, reference)),
          sys.stdout if args.params_only else sys.stderr)
     bad = unequal_counts(counts, reference)
@@ -374,7 +396,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.quick:
         common += ["--sizes", quick_sizes()]
     # seed-major: an interrupted comparison has every family at the first seed before any second
-    runs = [Run(f, s, f"compare_{f}_seed{s}_ep{epochs}") for s in seeds for f in families]
+    suffix = variant_suffix(args.encoder_conf)
+    label = (lambda f: f"{f} ({', '.join(args.encoder_conf)})") if args.encoder_conf else (lambda f: f)
+    runs = [Run(f, s, f"compare_{f}{suffix}_seed{s}_ep{epochs}", label=label(f)) for s in seeds for f in families]
     if not args.table_only and not args.longform:
         note(f"Data preparation in {workdir}")
         demo(workdir, logs / "prepare.log", "--stop_stage", "10", "--asr_config", FAMILIES[families[0]], *common)
@@ -385,7 +409,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             note(f"{run.family}, seed {run.seed}, {epochs} epoch(s)")
             demo(workdir, logs / f"{run.tag}.log", "--stage", "11", "--stop_stage", "13",
                  "--asr_config", FAMILIES[run.family], "--asr_tag", run.tag,
-                 "--asr_args", f"--seed {run.seed} --max_epoch {epochs}",
+                 "--asr_args", shlex.join(["--seed", str(run.seed), "--max_epoch", str(epochs),
+                                           *encoder_conf_args(args.encoder_conf)]),
                  "--inference_config", DECODE_CONFIG, "--eval_valid_set", "true", *common)
     done = []
     for run in runs:
@@ -416,7 +441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:  # the counts of the models as trained
         tokens = trained_token_list(workdir / "exp" / f"asr_{done[0].tag}", Path(tmp) / "tokens.txt")
-        counts = parameter_counts(families, tokens)
+        counts = parameter_counts(families, tokens, args.encoder_conf)
     text = table(done, counts)
     (workdir / "compare_encoders.md").write_text(text + "\n")
     print(text)

@@ -158,6 +158,25 @@ def test_a_longform_table_without_the_long_set_is_named(tmp_path):
         compare.read_longform(result)
 
 
+def test_a_variant_has_its_own_tags_rows_and_training_arguments(tmp_path):
+    assert compare.variant_suffix(["dt_min=0.01", "d_state=8"]) == "_dt_min0.01_d_state8"
+    assert compare.variant_suffix([]) == ""
+    assert compare.encoder_conf_args(["dt_min=0.01"]) == ["--encoder_conf", "dt_min=0.01"]
+    # the override reaches the model the parameter count builds
+    plain = compare.parameter_counts(["ssm_conformer"])["ssm_conformer"]
+    wider = compare.parameter_counts(["ssm_conformer"], encoder_conf=["d_state=8"])["ssm_conformer"]
+    assert wider > plain
+    fake_run(tmp_path / "v", {"dev_synth": {"cer": 10.0, "wer": 40.0}})
+    runs = [compare.Run("ssm_conformer", 0, "v", [1.0], compare.error_rates(tmp_path / "v"),
+                        label="ssm_conformer (dt_min=0.01)")]
+    assert compare.table(runs, {"ssm_conformer": plain}).splitlines()[2].startswith("| ssm_conformer (dt_min=0.01) |")
+
+
+def test_a_malformed_variant_is_refused():
+    with pytest.raises(SystemExit, match="--encoder_conf: expected KEY=VALUE, got \\['dt_min'\\]"):
+        compare.main(["--families", "ssm_conformer", "--encoder_conf", "dt_min", "--table-only"])
+
+
 def test_unknown_family_is_refused(capsys):
     with pytest.raises(SystemExit, match="unknown.*transformer"):
         compare.main(["--families", "conformer,transformer", "--params-only"])
