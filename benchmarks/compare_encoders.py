@@ -22,7 +22,8 @@ is demo.sh's. The work goes to a copy of the recipe directory made of symbolic l
 Prints the parameter counts and progress on stderr, then on stdout a Markdown table: family,
 parameters, seconds per training epoch (wall clock, mean over epochs and seeds), and CER / WER
 of every decoded set as mean ± spread over the seeds, where the spread is half the range (every
-seed lies within mean ± spread). The table is also written to ``<workdir>/compare_encoders.md``.
+seed lies within mean ± spread). The table is also written to ``<workdir>/compare_encoders.md``
+(a variant's to ``compare_encoders_<variant>.md``).
 
 Usage::
 
@@ -436,14 +437,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if not scores:
             raise SystemExit("no run scored on long recordings")
         text = longform_table(done, scores)
-        (workdir / "compare_encoders_longform.md").write_text(text + "\n")
+        (workdir / f"compare_encoders{suffix}_longform.md").write_text(text + "\n")
         print(text)
         return
     with tempfile.TemporaryDirectory() as tmp:  # the counts of the models as trained
         tokens = trained_token_list(workdir / "exp" / f"asr_{done[0].tag}", Path(tmp) / "tokens.txt")
         counts = parameter_counts(families, tokens, args.encoder_conf)
     text = table(done, counts)
-    (workdir / "compare_encoders.md").write_text(text + "\n")
+    (workdir / f"compare_encoders{suffix}.md").write_text(text + "\n")
     print(text)
 
 
