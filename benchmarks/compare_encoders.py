@@ -56,7 +56,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from espnet_ssm.streaming.longform_wer import SetScore
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2" / "librispeech" / "asr1"
@@ -227,17 +230,21 @@ def note(text: str, stream=sys.stderr) -> None:
     print(text, file=stream, flush=True)
 
 
-def demo(workdir: Path, log: Path, *options: str) -> None:
-    """``./demo.sh <options>`` in ``workdir``, output to ``log``; stops naming the log on failure."""
-    cmd = ["./demo.sh", *options]
+def run_logged(cmd: Sequence[str], workdir: Path, log: Path) -> None:
+    """A recipe command in ``workdir``, output to ``log``; stops naming the log on failure."""
     start = time.time()
     note(f"  $ {shlex.join(cmd)}   (log: {log})")
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise SystemExit(f"demo.sh failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
+        raise SystemExit(f"{cmd[0]} failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
     note(f"    done in {time.time() - start:.0f} s")
+
+
+def demo(workdir: Path, log: Path, *options: str) -> None:
+    """``./demo.sh <options>`` in ``workdir``, output to ``log``."""
+    run_logged(["./demo.sh", *options], workdir, log)
 
 
 def mean_spread(values: Sequence[float], fmt: str) -> str:
@@ -268,56 +275,31 @@ def table(runs: Sequence[Run], counts: Dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class LongformScore:
-    """WER counts of one run: on the utterances the long recordings hold, and on the recordings."""
-
-    utterances: Tuple[int, int]  # (errors, reference words)
-    recordings: Tuple[int, int]
-    mean_seconds: float  # of a long recording
-
-    @staticmethod
-    def wer(counts: Tuple[int, int]) -> float:
-        return 100.0 * counts[0] / max(counts[1], 1)
-
-
 def longform_result(asr_exp: Path) -> Path:
     return asr_exp / f"longform_wer_{Path(LONGFORM_SET).name}.md"
 
 
-def read_longform(path: Path) -> LongformScore:
-    """The counts in a table written by ``espnet_ssm.streaming.longform_wer`` (rows
-    ``| <set> | <recordings> | <mean> s | <wer> % (<errors>/<words>) |``)."""
+def read_longform(path: Path) -> Tuple[SetScore, SetScore]:
+    """(the utterances the long recordings hold, the long recordings) from the table that
+    ``local/score_longform.sh`` recorded."""
+    from espnet_ssm.streaming.longform_wer import read_table, same_utterances_name
+
     name = Path(LONGFORM_SET).name
-    rows: Dict[str, Tuple[Tuple[int, int], float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        m = re.match(r"\|\s*([^|]+?)\s*\|\s*\d+\s*\|\s*([\d.]+) s\s*\|[^(]*\((\d+)/(\d+)\)", line)
-        if m:
-            rows[m.group(1)] = ((int(m.group(3)), int(m.group(4))), float(m.group(2)))
-    utt_key, long_key = f"{name} (utterances in the long sets)", f"{name}_long45"
-    missing = [k for k in (utt_key, long_key) if k not in rows]
+    rows = {score.name: score for score in read_table(path)}
+    keys = (same_utterances_name(name), f"{name}_long45")
+    missing = [k for k in keys if k not in rows]
     if missing:
         raise SystemExit(f"{path}: no row for {', '.join(missing)}")
-    return LongformScore(rows[utt_key][0], rows[long_key][0], rows[long_key][1])
+    return rows[keys[0]], rows[keys[1]]
 
 
 def score_longform(workdir: Path, asr_exp: Path, log: Path) -> None:
-    """``local/score_longform.sh <exp> <LONGFORM_SET>`` in ``workdir``; stops naming the log on failure."""
-    cmd = ["local/score_longform.sh", str(asr_exp.relative_to(workdir)), LONGFORM_SET,
-           "valid.loss.ave.pth", sys.executable]
-    start = time.time()
-    note(f"  $ {shlex.join(cmd)}   (log: {log})")
-    with open(log, "w") as f:
-        proc = subprocess.run(["bash", "-c", '. ./path.sh && "$@"', "score", *cmd], cwd=workdir,
-                              stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise SystemExit(f"score_longform.sh failed (exit {proc.returncode}); last lines of {log}:\n"
-                         + "\n".join(tail))
-    note(f"    done in {time.time() - start:.0f} s")
+    """``local/score_longform.sh <exp> <LONGFORM_SET>`` in ``workdir``, with this interpreter."""
+    run_logged(["local/score_longform.sh", str(asr_exp.relative_to(workdir)), LONGFORM_SET,
+                "valid.loss.ave.pth", sys.executable], workdir, log)
 
 
-def longform_table(runs: Sequence[Run], scores: Dict[str, LongformScore]) -> str:
+def longform_table(runs: Sequence[Run], scores: Dict[str, Tuple[SetScore, SetScore]]) -> str:
     """The Markdown table of the long-form scores (each family's row over its seeds)."""
     lines = ["| family | seeds | utterances WER % | 45-60 s recordings WER % | recordings - utterances (points) |",
              "|---|---:|---:|---:|---:|"]
@@ -327,15 +309,15 @@ def longform_table(runs: Sequence[Run], scores: Dict[str, LongformScore]) -> str
             continue
         mine = [scores[r.tag] for r in scored]
         seeds = ",".join(str(r.seed) for r in scored)
-        utt = [s.wer(s.utterances) for s in mine]
-        rec = [s.wer(s.recordings) for s in mine]
+        utt = [u.wer for u, _ in mine]
+        rec = [r.wer for _, r in mine]
         diff = [b - a for a, b in zip(utt, rec)]
         lines.append(f"| {label} | {seeds} | {mean_spread(utt, '.1f')} | {mean_spread(rec, '.1f')} | "
                      f"{mean_spread(diff, '.1f')} |")
-    some = next(iter(scores.values()))
+    some_utt, some_rec = next(iter(scores.values()))
     lines += ["", f"{Path(LONGFORM_SET).name}: greedy CTC, no LM, every recording in one pass; the long "
-              f"recordings are the test utterances concatenated per speaker (mean {some.mean_seconds:.1f} s; "
-              f"{some.utterances[1]} reference words, the same in both columns); mean ± half the range over "
+              f"recordings are the test utterances concatenated per speaker (mean {some_rec.mean_seconds:.1f} s; "
+              f"{some_utt.words} reference words, the same in both columns); mean ± half the range over "
               "a row's seeds."]
     return "\n".join(lines)
 

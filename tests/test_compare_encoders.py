@@ -137,8 +137,9 @@ def test_longform_scores_are_read_from_the_recorded_table_and_tabulated(tmp_path
     write_longform(tmp_path / "a", (694, 1061), (845, 1061))
     write_longform(tmp_path / "b", (650, 1061), (700, 1061))
     write_longform(tmp_path / "c", (500, 1061), (600, 1061))
-    a = compare.read_longform(compare.longform_result(tmp_path / "a"))
-    assert a.utterances == (694, 1061) and a.recordings == (845, 1061) and a.mean_seconds == 46.6
+    utt, rec = compare.read_longform(compare.longform_result(tmp_path / "a"))
+    assert (utt.errors, utt.words) == (694, 1061) and (rec.errors, rec.words) == (845, 1061)
+    assert rec.mean_seconds == 46.6
     runs = [compare.Run("conformer", 0, "a"), compare.Run("conformer", 1, "b"), compare.Run("mh_ssm", 0, "c"),
             compare.Run("mh_ssm", 1, "unscored")]
     scores = {t: compare.read_longform(compare.longform_result(tmp_path / t)) for t in "abc"}

@@ -87,3 +87,12 @@ def torch_audio(path):
     import torch
 
     return torch.from_numpy(sf.read(path, dtype="float32")[0].astype(np.float32))
+
+
+def test_a_written_table_reads_back(tmp_path, rng):
+    scores = [longform_wer.SetScore(name, int(rng.integers(1, 500)), round(float(rng.uniform(0.5, 90)), 1),
+                                    int(rng.integers(0, 3000)), int(rng.integers(1, 3000)))
+              for name in ("test_synth", "test_synth_long45", longform_wer.same_utterances_name("test_synth"))]
+    path = tmp_path / "t.md"
+    path.write_text(longform_wer.table("WER of a (b | c)", scores) + "\n")
+    assert longform_wer.read_table(path) == scores  # title and header lines are not rows

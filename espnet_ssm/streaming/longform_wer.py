@@ -12,6 +12,7 @@ table row per directory. The long sets come from ``local/make_longform_sets.sh``
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
@@ -37,6 +38,11 @@ class SetScore:
     def wer(self) -> float:
         """Word error rate in percent."""
         return 100.0 * self.errors / max(self.words, 1)
+
+
+def same_utterances_name(data_dir_name: str) -> str:
+    """The row name of an original set scored on just the utterances of the long sets."""
+    return f"{data_dir_name} (utterances in the long sets)"
 
 
 def concatenated_utterances(data_dir: Path) -> Optional[Set[str]]:
@@ -66,7 +72,7 @@ def score_set(s2t: LongFormSpeech2Text, data_dir: Path,
     out = jiwer.process_words([refs[k] for k in keys], hyps)
     errors = out.substitutions + out.deletions + out.insertions
     words = out.substitutions + out.deletions + out.hits
-    name = data_dir.name if keep is None else f"{data_dir.name} (utterances in the long sets)"
+    name = data_dir.name if keep is None else same_utterances_name(data_dir.name)
     return SetScore(name, len(keys), seconds / len(keys), errors, words)
 
 
@@ -77,6 +83,16 @@ def table(title: str, scores: Sequence[SetScore]) -> str:
     rows += [f"| {s.name} | {s.recordings} | {s.mean_seconds:.1f} s | {s.wer:.2f} % "
              f"({s.errors}/{s.words}) |" for s in scores]
     return "\n".join(rows)
+
+
+# a row of table(): | name | recordings | mean s | wer % (errors/words) |
+_ROW = re.compile(r"\|\s*([^|]+?)\s*\|\s*(\d+)\s*\|\s*([\d.]+) s\s*\|[^(|]*\((\d+)/(\d+)\)\s*\|$")
+
+
+def read_table(path: Path) -> List[SetScore]:
+    """The scores of a table written by :func:`table` (e.g. ``local/score_longform.sh``'s record)."""
+    return [SetScore(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)), int(m.group(5)))
+            for m in map(_ROW.match, path.read_text(encoding="utf-8").splitlines()) if m]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
